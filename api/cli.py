@@ -1,0 +1,220 @@
+"""The `glassbox` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from runner.executor import CardListener
+from runner.session import Services, open_services, queue_run, run_now, runner_env
+from runner.templating import resolve_inputs
+from runner.workflow import load_workflow_file
+from storage import migrate
+from storage.artifacts import get_artifact, list_artifacts
+from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
+from storage.models import TimelineCard
+from storage.records import run_record
+from storage.runs import get_run
+from storage.settings import StorageSettings
+from storage.status import RunSource, RunStatus
+
+EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_REFUSED = 0, 1, 2
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValidationFailed("--param", f"expected NAME=VALUE, got {pair!r}")
+        params[name.strip()] = value
+    return params
+
+
+def _settings_error(exc: ValidationError) -> ConfigurationError:
+    error = exc.errors()[0]
+    name = "GLASSBOX_" + "_".join(str(p) for p in error["loc"]).upper()
+    return ConfigurationError(f"{name}: {error['msg']}")
+
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "terminated": "red",
+    "timed_out": "yellow",
+    "canceled": "yellow",
+    "interrupted": "yellow",
+}
+
+
+def _print_card(card: TimelineCard) -> None:
+    data = card.data
+    at = f"[dim]{card.video_ms / 1000:6.1f}s[/dim]"
+    if card.kind == "block":
+        if data.get("event") == "started":
+            err.print(f"{at} [bold]▶ {card.block_label}[/bold] [dim]({data.get('type')})[/dim]")
+        else:
+            style = "green" if card.status == "completed" else "red"
+            err.print(
+                f"{at} [{style}]■ {card.block_label} {card.status}[/{style}]"
+                f" [dim]{card.duration_ms} ms[/dim]"
+            )
+    elif card.kind == "action":
+        target = f" {escape(str(data['target']))}" if data.get("target") else ""
+        value = f" = {escape(str(data['value']))}" if data.get("value") else ""
+        if card.status == "failed":
+            err.print(
+                f"{at}   [red]✗ {data.get('verb')}{target}: {escape(str(data.get('error')))}[/red]"
+            )
+        else:
+            err.print(
+                f"{at}   ✓ {data.get('verb')}{target}{value} [dim]{card.duration_ms} ms[/dim]"
+            )
+    elif card.kind == "thought":
+        err.print(f"{at}   [italic dim]{escape(str(data.get('text')))}[/italic dim]")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    workflow = load_workflow_file(Path(args.flow))
+    overrides = _parse_params(args.param or [])
+    try:
+        services = open_services()
+    except ValidationError as exc:
+        raise _settings_error(exc) from None
+    inputs = resolve_inputs(workflow, overrides, allowed_schemes=services.runner.url_schemes)
+    run = await queue_run(services, workflow, inputs, source=RunSource.cli)
+    err.print(f"[bold]{run.title}[/bold] [dim]{run.id}[/dim]")
+    listeners: list[CardListener] = [] if args.quiet else [_print_card]
+    async with runner_env(services, listeners) as env:
+        status = await run_now(env, run, workflow, inputs)
+    async with services.db.session() as session:
+        row = await get_run(session=session, run_id=run.id)
+        artifacts = await list_artifacts(session=session, run_id=run.id)
+    record = run_record(row, artifacts)
+    await services.db.dispose()
+    style = _STATUS_STYLE.get(status.value, "white")
+    err.print(
+        f"[{style}]{status.value}[/{style}]"
+        + (f": {escape(row.failure_reason)}" if row.failure_reason else "")
+    )
+    if row.extracted_information is not None:
+        err.print(f"extracted: {escape(json.dumps(row.extracted_information, ensure_ascii=False))}")
+    _print_record_location(services, row.id, artifacts)
+    if args.json:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    return EXIT_OK if status is RunStatus.completed else EXIT_RUN_NOT_COMPLETED
+
+
+def _print_record_location(services: Services, run_id: str, artifacts: list[Any]) -> None:
+    where = services.storage.storage_url or str((services.storage.data_dir / "artifacts").resolve())
+    err.print(
+        f"record: run {run_id} in {services.storage.resolved_database_url}; artifacts in {where}"
+    )
+    for artifact in artifacts:
+        if artifact.kind != "screenshot":
+            name = escape(artifact.name)
+            err.print(
+                f"  [dim]{artifact.id}[/dim] {artifact.kind:9} {name} ({artifact.size} bytes)"
+            )
+    shots = sum(1 for a in artifacts if a.kind == "screenshot")
+    if shots:
+        err.print(f"  … and {shots} screenshots; `glassbox artifact ID -o FILE` writes one out")
+
+
+async def _artifact(args: argparse.Namespace) -> int:
+    services = open_services()
+    async with services.db.session() as session:
+        artifact = await get_artifact(session=session, artifact_id=args.id)
+    await services.db.dispose()
+    chunks = services.store.open(artifact.key)
+    if args.output == "-":
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        return EXIT_OK
+    target = Path(args.output or artifact.name)
+    with target.open("wb") as fh:
+        for chunk in chunks:
+            fh.write(chunk)
+    err.print(f"wrote {target} ({artifact.size} bytes, {artifact.content_type})")
+    return EXIT_OK
+
+
+def _db(args: argparse.Namespace) -> int:
+    settings = StorageSettings()
+    migrate.upgrade(settings.resolved_database_url)
+    err.print(f"database at the newest schema: {settings.resolved_database_url}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glassbox", description="Run browser workflows and keep a complete record."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a workflow file in this process")
+    run.add_argument("flow", help="workflow file (YAML or JSON)")
+    run.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)"
+    )
+    run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    artifact = sub.add_parser("artifact", help="write an artifact's bytes")
+    artifact.add_argument("id", help="artifact id (art_…)")
+    artifact.add_argument(
+        "-o", "--output", help="file to write, or - for stdout (default: the artifact's name)"
+    )
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "run":
+            code = asyncio.run(_run(args))
+        elif args.command == "artifact":
+            code = asyncio.run(_artifact(args))
+        else:
+            code = _db(args)
+    except ValidationFailed as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        code = EXIT_REFUSED
+    except NotFound as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        code = EXIT_RUN_NOT_COMPLETED
+    except ConfigurationError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        code = EXIT_REFUSED
+    except ValidationError as exc:
+        err.print(f"[red]configuration error:[/red] {_settings_error(exc)}")
+        code = EXIT_REFUSED
+    except GlassboxError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        code = EXIT_RUN_NOT_COMPLETED
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)

@@ -1,0 +1,67 @@
+"""Locating the ffmpeg / ffprobe executables used for video recording."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+logger = logging.getLogger(__name__)
+
+FFMPEG_ENV = "GLASSBOX_FFMPEG"
+"""Environment variable naming an explicit ffmpeg executable (path or command name)."""
+
+
+def find_ffmpeg() -> str:
+    """Return the path of an ffmpeg executable.
+
+    Order: the ``GLASSBOX_FFMPEG`` environment variable, ``ffmpeg`` on ``PATH``, then the
+    binary bundled with the ``imageio-ffmpeg`` wheel.
+
+    Raises:
+        RuntimeError: no usable ffmpeg was found (or ``GLASSBOX_FFMPEG`` points nowhere).
+    """
+    configured = os.environ.get(FFMPEG_ENV, "").strip()
+    if configured:
+        resolved = shutil.which(configured)
+        if resolved is None:
+            raise RuntimeError(
+                f"{FFMPEG_ENV}={configured!r} is not an executable ffmpeg "
+                "(not found, or not executable)"
+            )
+        return resolved
+
+    on_path = shutil.which("ffmpeg")
+    if on_path is not None:
+        return on_path
+
+    try:
+        import imageio_ffmpeg
+
+        bundled = str(imageio_ffmpeg.get_ffmpeg_exe())
+    except Exception as exc:  # ImportError, or RuntimeError when the wheel has no binary
+        logger.debug("imageio-ffmpeg has no usable ffmpeg: %s", exc)
+    else:
+        if os.access(bundled, os.X_OK):
+            return bundled
+
+    raise RuntimeError(
+        "ffmpeg not found: install ffmpeg (e.g. `apt-get install ffmpeg`), install the "
+        f"`imageio-ffmpeg` wheel, or set {FFMPEG_ENV} to the path of an ffmpeg executable"
+    )
+
+
+def find_ffprobe() -> str | None:
+    """Return the path of a system ffprobe executable, or ``None`` if there is none.
+
+    ``imageio-ffmpeg`` ships no ffprobe, so this only looks on ``PATH`` and next to the ffmpeg
+    named by ``GLASSBOX_FFMPEG``.
+    """
+    configured = os.environ.get(FFMPEG_ENV, "").strip()
+    if configured:
+        ffmpeg_path = shutil.which(configured)
+        if ffmpeg_path is not None:
+            sibling = os.path.join(os.path.dirname(ffmpeg_path), "ffprobe")
+            if os.path.isfile(sibling) and os.access(sibling, os.X_OK):
+                return sibling
+    return shutil.which("ffprobe")

@@ -1,0 +1,251 @@
+"""The run's recording: screencast frames into the video and the action screenshots, console
+messages, downloads. One recorder per run; it follows the active tab."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+from playwright._impl._api_structures import ScreencastFrame
+from playwright.async_api import ConsoleMessage, Download, Error, Page
+
+from runner.artifacts import ArtifactSink
+from runner.secrets import SecretMasker
+from runner.video import VideoRecorder
+from storage.models import Artifact
+from storage.status import ArtifactKind
+
+log = logging.getLogger(__name__)
+
+OUTLINE = (229, 57, 53)
+SETTLE_S = 0.25
+
+
+@dataclass
+class Box:
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class Frame:
+    data: bytes
+    at: float  # time.monotonic() of arrival
+    viewport_width: int
+    viewport_height: int
+
+
+def outline(frame: Frame, box: Box | None) -> bytes:
+    """The frame as JPEG, the acted-on element outlined."""
+    image = Image.open(io.BytesIO(frame.data)).convert("RGB")
+    if box is not None and frame.viewport_width > 0:
+        scale = image.width / frame.viewport_width
+        draw = ImageDraw.Draw(image)
+        pad = 3
+        left = max(0, box.x * scale - pad)
+        top = max(0, box.y * scale - pad)
+        right = min(image.width - 1, (box.x + box.width) * scale + pad)
+        bottom = min(image.height - 1, (box.y + box.height) * scale + pad)
+        if right > left and bottom > top:
+            draw.rectangle((left, top, right, bottom), outline=OUTLINE, width=3)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+class RunRecorder:
+    def __init__(
+        self,
+        *,
+        sink: ArtifactSink,
+        masker: SecretMasker,
+        spool: Path,
+        fps: int,
+        width: int,
+        height: int,
+        quality: int,
+    ) -> None:
+        self.sink = sink
+        self.masker = masker
+        self.spool = spool
+        self.width = width
+        self.height = height
+        self.quality = quality
+        self.video = VideoRecorder(spool / "video.spool.mp4", fps=fps, width=width, height=height)
+        self.active: Page | None = None
+        self.latest: Frame | None = None
+        self.frame_count = 0
+        self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._downloads: dict[int, asyncio.Future[Artifact]] = {}
+        self._action_started = asyncio.Event()
+        self.started = False
+
+    # --- video and frames -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.video.start()
+        self.started = True
+
+    def video_ms(self) -> int:
+        return self.video.elapsed_ms() if self.started else 0
+
+    def _on_frame(self, page: Page, frame: ScreencastFrame) -> None:
+        if page is not self.active:
+            return
+        self.latest = Frame(
+            data=frame["data"],
+            at=time.monotonic(),
+            viewport_width=frame.get("viewportWidth", self.width),
+            viewport_height=frame.get("viewportHeight", self.height),
+        )
+        self.frame_count += 1
+        self.video.add_frame(frame["data"])
+
+    async def follow(self, page: Page) -> None:
+        """Make `page` the recorded tab."""
+        previous, self.active = self.active, page
+        if previous is not None and not previous.is_closed():
+            try:
+                await previous.screencast.stop()
+            except Error:
+                pass
+        await page.screencast.start(
+            on_frame=lambda frame: self._on_frame(page, frame),
+            size={"width": self.width, "height": self.height},
+            quality=self.quality,
+        )
+        await page.screencast.show_actions(duration=400, position="top-right")
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self._on_page_error(page, error))
+        page.on("download", self._on_download)
+
+    # --- console ----------------------------------------------------------------------------
+
+    def _write_console(self, entry: dict[str, Any]) -> None:
+        if self._console.closed:
+            return
+        line = json.dumps(entry, ensure_ascii=False)
+        self._console.write(self.masker.mask_text(line) + "\n")
+        self._console.flush()
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        location = message.location
+        self._write_console(
+            {
+                "time": time.time(),
+                "video_ms": self.video_ms(),
+                "type": message.type,
+                "text": message.text,
+                "url": location.get("url") if location else None,
+                "line": location.get("lineNumber") if location else None,
+            }
+        )
+
+    def _on_page_error(self, page: Page, error: Error) -> None:
+        self._write_console(
+            {
+                "time": time.time(),
+                "video_ms": self.video_ms(),
+                "type": "pageerror",
+                "text": f"{error.name}: {error.message}" if error.name else error.message,
+                "stack": error.stack,
+                "url": page.url,
+            }
+        )
+
+    # --- downloads --------------------------------------------------------------------------
+
+    def _on_download(self, download: Download) -> None:
+        future: asyncio.Future[Artifact] = asyncio.get_running_loop().create_future()
+        self._downloads[id(download)] = future
+        self._spawn(self._save_download(download, future))
+
+    async def _save_download(self, download: Download, future: asyncio.Future[Artifact]) -> None:
+        folder = self.spool / "downloads"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{len(self._downloads)}-{download.suggested_filename or 'download'}"
+        try:
+            await download.save_as(path)
+            artifact = await self.sink.put_file(
+                ArtifactKind.download, download.suggested_filename or "download", path
+            )
+            future.set_result(artifact)
+        except Exception as exc:  # the download step reports it; the run keeps going
+            if not future.done():
+                future.set_exception(exc)
+
+    async def download_artifact(self, download: Download) -> Artifact:
+        for _ in range(50):
+            if id(download) in self._downloads:
+                break
+            await asyncio.sleep(0.01)
+        return await self._downloads[id(download)]
+
+    # --- action screenshots -----------------------------------------------------------------
+
+    def action_started(self) -> None:
+        self._action_started.set()
+
+    def screenshot_after(self, artifact_id: str, name: str, box: Box | None) -> None:
+        """Stores the first settled frame after an action, outlined, as `artifact_id`."""
+        self._action_started.clear()
+        self._spawn(self._screenshot(artifact_id, name, box, time.monotonic()))
+
+    async def _screenshot(self, artifact_id: str, name: str, box: Box | None, after: float) -> None:
+        event = self._action_started
+        # Settled: a moment after the action, unless the next action starts first.
+        try:
+            await asyncio.wait_for(event.wait(), timeout=SETTLE_S)
+        except TimeoutError:
+            pass
+        frame = self.latest
+        if frame is None:
+            return
+        data = await asyncio.to_thread(outline, frame, box)
+        await self.sink.put_bytes(
+            ArtifactKind.screenshot, name, data, content_type="image/jpeg", artifact_id=artifact_id
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Waits for screenshots and downloads still being written."""
+        self._action_started.set()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- the end ----------------------------------------------------------------------------
+
+    async def stop_screencast(self) -> None:
+        page = self.active
+        self.active = None
+        if page is not None and not page.is_closed():
+            try:
+                await asyncio.wait_for(page.screencast.stop(), timeout=5)
+            except (Error, TimeoutError):
+                pass
+
+    def close_console(self) -> Path:
+        self._console.close()
+        return self.spool / "console.jsonl"
+
+    async def finish_video(self) -> Path | None:
+        if not self.started:
+            return None
+        out = self.spool / "recording.mp4"
+        return await asyncio.to_thread(self.video.finish, out)

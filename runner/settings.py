@@ -1,0 +1,44 @@
+"""Runner settings: the browser, the recording, the limits."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunnerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GLASSBOX_", extra="ignore")
+
+    chromium: str | None = Field(
+        default=None,
+        description=(
+            "Path to a Chromium/Chrome binary. Default: Playwright's managed Chromium if "
+            "installed, else /usr/bin/chromium (or chromium-browser, google-chrome)."
+        ),
+    )
+    headless: bool = Field(default=True, description="Run the browser headless.")
+    viewport_width: int = Field(default=1280, ge=200, le=3840, description="Viewport width.")
+    viewport_height: int = Field(default=720, ge=200, le=2160, description="Viewport height.")
+    video_fps: int = Field(default=10, ge=1, le=30, description="Frame rate of the run video.")
+    video_quality: int = Field(
+        default=80, ge=10, le=100, description="JPEG quality of screencast frames (1-100)."
+    )
+    step_timeout_ms: int = Field(
+        default=10_000, gt=0, description="Default timeout of a step that gives no timeout_ms."
+    )
+    navigation_timeout_ms: int = Field(
+        default=30_000, gt=0, description="Default timeout of goto steps that give no timeout_ms."
+    )
+    trace: bool = Field(default=True, description="Record a Playwright trace (trace.zip).")
+    har: bool = Field(default=True, description="Record a HAR of the run's network traffic.")
+    allowed_url_schemes: str = Field(
+        default="http,https",
+        description="Comma-separated URL schemes a run may open (file: and others are refused).",
+    )
+    auto_migrate: bool = Field(
+        default=True, description="Apply database migrations automatically at start-up."
+    )
+
+    @property
+    def url_schemes(self) -> tuple[str, ...]:
+        return tuple(s.strip().lower() for s in self.allowed_url_schemes.split(",") if s.strip())

@@ -1,0 +1,161 @@
+"""Parameters and templates: values resolved, typed and rendered before anything runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel
+
+from runner.workflow import ActionBlock, ExtractBlock, GoalBlock, GotoArgs, Workflow
+from storage.errors import ValidationFailed
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    where = f"parameters.{name}"
+    if kind == "string":
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValidationFailed(where, f"expected a string, got {type(value).__name__}")
+        return str(value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValidationFailed(where, f"expected a boolean, got {value!r}")
+    if kind == "integer":
+        if isinstance(value, bool):
+            raise ValidationFailed(where, f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ValidationFailed(where, f"expected an integer, got {value!r}")
+    if kind == "number":
+        if isinstance(value, bool):
+            raise ValidationFailed(where, f"expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ValidationFailed(where, f"expected a number, got {value!r}")
+    raise ValidationFailed(where, f"unknown type {kind!r}")
+
+
+@dataclass
+class Inputs:
+    """Resolved run inputs. `values` holds secrets in clear: keep it in memory only."""
+
+    values: dict[str, Any]
+    secret_names: set[str]
+    url: str | None
+    allowed_schemes: tuple[str, ...] = ("http", "https")
+    masked: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def secret_values(self) -> list[str]:
+        return [str(self.values[n]) for n in self.secret_names if self.values.get(n) is not None]
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return {**self.values, "url": self.url or ""}
+
+    def render(self, template: str, where: str) -> str:
+        try:
+            return _ENV.from_string(template).render(self.scope)
+        except UndefinedError as exc:
+            raise ValidationFailed(where, f"template error: {exc.message}") from None
+        except TemplateError as exc:
+            raise ValidationFailed(where, f"template error: {exc}") from None
+
+    def render_model(self, model: BaseModel, where: str) -> Any:
+        """A copy of a step's arguments with every string field rendered."""
+        updates: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, str):
+                updates[name] = self.render(value, f"{where}.{name}")
+            elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+                updates[name] = [
+                    self.render(v, f"{where}.{name}[{i}]") for i, v in enumerate(value)
+                ]
+            elif isinstance(value, BaseModel):
+                updates[name] = self.render_model(value, f"{where}.{name}")
+        return model.model_copy(update=updates)
+
+    def check_url(self, url: str, where: str) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in self.allowed_schemes:
+            allowed = ", ".join(self.allowed_schemes)
+            raise ValidationFailed(
+                where, f"URL scheme {scheme or '(none)'!r} is not allowed (allowed: {allowed})"
+            )
+
+
+def resolve_inputs(
+    workflow: Workflow,
+    overrides: dict[str, Any],
+    *,
+    allowed_schemes: tuple[str, ...] = ("http", "https"),
+) -> Inputs:
+    """Types, defaults and required parameters; then every template is rendered once."""
+    from runner.secrets import MASK
+
+    values: dict[str, Any] = {}
+    url = workflow.url
+    for name in overrides:
+        if name not in workflow.parameters and name != "url":
+            raise ValidationFailed(f"parameters.{name}", "unknown parameter")
+    if "url" in overrides and "url" not in workflow.parameters:
+        url = str(overrides["url"])
+    for name, spec in workflow.parameters.items():
+        if name in overrides and overrides[name] is not None:
+            values[name] = _coerce(name, spec.type, overrides[name])
+        elif spec.default is not None:
+            values[name] = _coerce(name, spec.type, spec.default)
+        elif spec.required is False:
+            values[name] = None
+        else:
+            raise ValidationFailed(f"parameters.{name}", "required (no default and no value given)")
+    secret_names = workflow.secret_names
+    inputs = Inputs(
+        values=values,
+        secret_names=secret_names,
+        url=url,
+        allowed_schemes=allowed_schemes,
+        masked={k: (MASK if k in secret_names and v is not None else v) for k, v in values.items()},
+    )
+    if url is not None:
+        inputs.check_url(url, "url")
+    check_templates(workflow, inputs)
+    return inputs
+
+
+def check_templates(workflow: Workflow, inputs: Inputs) -> None:
+    for i, block in enumerate(workflow.blocks):
+        where = f"blocks[{i}]"
+        if isinstance(block, ActionBlock):
+            for j, step in enumerate(block.steps):
+                at = f"{where}.steps[{j}].{step.verb}"
+                rendered = inputs.render_model(step.args, at)
+                if isinstance(rendered, GotoArgs):
+                    inputs.check_url(rendered.url, f"{at}.url")
+        elif isinstance(block, GoalBlock):
+            inputs.render(block.goal, f"{where}.goal")
+        elif isinstance(block, ExtractBlock) and block.instruction:
+            inputs.render(block.instruction, f"{where}.instruction")

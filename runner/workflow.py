@@ -1,0 +1,389 @@
+"""Workflow definitions: parsing and complete validation before anything runs.
+
+Every error is a `ValidationFailed` whose field is a dotted path into the document, e.g.
+`blocks[0].steps[2].click.role`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from storage.errors import ValidationFailed
+
+MAX_TIMEOUT_S = 24 * 3600
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Target(_Model):
+    """Where a step acts: a CSS selector, an ARIA role (with accessible name) or visible text."""
+
+    selector: str | None = None
+    role: str | None = None
+    name: str | None = None
+    text: str | None = None
+    exact: bool = False
+    nth: int | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Target:
+        ways = [w for w in ("selector", "role", "text") if getattr(self, w) is not None]
+        if len(ways) != 1:
+            raise ValueError("give exactly one of selector, role or text")
+        if self.name is not None and self.role is None:
+            raise ValueError("name is only valid together with role")
+        return self
+
+
+class GotoArgs(_Model):
+    url: str
+    timeout_ms: int | None = Field(default=None, gt=0)
+    wait_until: Literal["load", "domcontentloaded", "networkidle", "commit"] = "load"
+
+
+class FillArgs(Target):
+    value: str
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class ClickArgs(Target):
+    timeout_ms: int | None = Field(default=None, gt=0)
+    button: Literal["left", "right", "middle"] = "left"
+    double: bool = False
+
+
+class PressArgs(Target):
+    key: str
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PressArgs:  # the target is optional: no target presses on the page
+        ways = [w for w in ("selector", "role", "text") if getattr(self, w) is not None]
+        if len(ways) > 1:
+            raise ValueError("give at most one of selector, role or text")
+        return self
+
+
+class SelectArgs(Target):
+    value: str | None = None
+    label: str | None = None
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _option(self) -> SelectArgs:
+        if (self.value is None) == (self.label is None):
+            raise ValueError("give exactly one of value or label")
+        return self
+
+
+class CheckArgs(Target):
+    checked: bool = True
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class WaitForArgs(Target):
+    state: Literal["attached", "detached", "visible", "hidden"] = "visible"
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> WaitForArgs:
+        ways = [w for w in ("selector", "role", "text") if getattr(self, w) is not None]
+        if len(ways) != 1:
+            raise ValueError("give exactly one of selector, role or text")
+        return self
+
+
+class UploadArgs(Target):
+    file: str | list[str]
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class DownloadArgs(_Model):
+    click: Target
+    name: str | None = None
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class ScrollArgs(_Model):
+    direction: Literal["down", "up", "left", "right"] = "down"
+    amount: int = Field(default=600, gt=0)
+    selector: str | None = None
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class AssertTextArgs(_Model):
+    text: str
+    selector: str | None = None
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+StepArgs: TypeAlias = (
+    GotoArgs
+    | FillArgs
+    | ClickArgs
+    | PressArgs
+    | SelectArgs
+    | CheckArgs
+    | WaitForArgs
+    | UploadArgs
+    | DownloadArgs
+    | ScrollArgs
+    | AssertTextArgs
+)
+
+STEP_VERBS: dict[str, type[StepArgs]] = {
+    "goto": GotoArgs,
+    "fill": FillArgs,
+    "click": ClickArgs,
+    "press": PressArgs,
+    "select": SelectArgs,
+    "check": CheckArgs,
+    "wait_for": WaitForArgs,
+    "upload": UploadArgs,
+    "download": DownloadArgs,
+    "scroll": ScrollArgs,
+    "assert_text": AssertTextArgs,
+}
+
+
+class Step(BaseModel):
+    verb: str
+    args: StepArgs
+
+
+class ExtractField(_Model):
+    selector: str
+    first: bool = False
+    all: bool = False
+    as_: Literal["text", "number", "integer", "html"] = Field(default="text", alias="as")
+    attribute: str | None = None
+
+    @model_validator(mode="after")
+    def _cardinality(self) -> ExtractField:
+        if self.first and self.all:
+            raise ValueError("first and all exclude each other")
+        return self
+
+
+class ActionBlock(_Model):
+    label: str
+    type: Literal["action"]
+    steps: list[Step]
+
+
+class ExtractBlock(_Model):
+    label: str
+    type: Literal["extract"]
+    fields: dict[str, ExtractField] = Field(default_factory=dict)
+    instruction: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> ExtractBlock:
+        if not self.fields and not self.instruction:
+            raise ValueError("give fields (selectors) or an instruction")
+        return self
+
+
+class GoalBlock(_Model):
+    label: str
+    type: Literal["goal"]
+    goal: str
+    max_steps: int = Field(default=10, gt=0, le=200)
+    model: str | None = None
+
+
+Block: TypeAlias = ActionBlock | ExtractBlock | GoalBlock
+BLOCK_TYPES: dict[str, type[_Model]] = {
+    "action": ActionBlock,
+    "extract": ExtractBlock,
+    "goal": GoalBlock,
+}
+
+
+class Parameter(_Model):
+    type: Literal["string", "number", "integer", "boolean"] = "string"
+    default: Any = None
+    secret: bool = False
+    description: str | None = None
+    required: bool | None = None
+
+
+class Workflow(_Model):
+    title: str = "Untitled run"
+    url: str | None = None
+    timeout_s: int = Field(default=300, gt=0, le=MAX_TIMEOUT_S)
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    extraction_schema: dict[str, Any] | None = None
+    model: str | None = None
+    cache_key: str | None = None
+    blocks: list[Block] = Field(default_factory=list)
+
+    @property
+    def secret_names(self) -> set[str]:
+        return {name for name, p in self.parameters.items() if p.secret}
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _loc_to_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def _raise_from(prefix: str, exc: ValidationError) -> None:
+    error = exc.errors()[0]
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    raise ValidationFailed(_loc_to_path(prefix, loc), message) from None
+
+
+def _parse_step(raw: Any, path: str) -> Step:
+    if isinstance(raw, str):
+        raise ValidationFailed(path, f"a step is a mapping like {{click: ...}}, got {raw!r}")
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ValidationFailed(path, "a step is a mapping with exactly one verb, e.g. {click: …}")
+    verb, args = next(iter(raw.items()))
+    model = STEP_VERBS.get(str(verb))
+    if model is None:
+        known = ", ".join(STEP_VERBS)
+        raise ValidationFailed(f"{path}.{verb}", f"unknown step verb {verb!r} (known: {known})")
+    if verb == "goto" and isinstance(args, str):
+        args = {"url": args}
+    if not isinstance(args, dict):
+        raise ValidationFailed(f"{path}.{verb}", "expected a mapping of arguments")
+    try:
+        return Step(verb=verb, args=model.model_validate(args))
+    except ValidationError as exc:
+        _raise_from(f"{path}.{verb}", exc)
+        raise  # unreachable
+
+
+def _parse_block(raw: Any, path: str) -> Block:
+    if not isinstance(raw, dict):
+        raise ValidationFailed(path, "a block is a mapping with label and type")
+    kind = raw.get("type")
+    if kind not in BLOCK_TYPES:
+        raise ValidationFailed(
+            f"{path}.type", f"unknown block type {kind!r} (known: {', '.join(BLOCK_TYPES)})"
+        )
+    data = dict(raw)
+    if kind == "action":
+        steps = data.get("steps")
+        if not isinstance(steps, list) or not steps:
+            raise ValidationFailed(f"{path}.steps", "a non-empty list of steps is required")
+        data["steps"] = [_parse_step(s, f"{path}.steps[{i}]") for i, s in enumerate(steps)]
+    try:
+        return BLOCK_TYPES[kind].model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        _raise_from(path, exc)
+        raise
+
+
+def parse_workflow(raw: Any) -> Workflow:
+    """Structure and types. Templates and parameter values are checked by `prepare_run`."""
+    if not isinstance(raw, dict):
+        raise ValidationFailed("workflow", "a workflow is a mapping (YAML or JSON object)")
+    data = dict(raw)
+    raw_blocks = data.pop("blocks", None)
+    goal = data.pop("goal", None)
+    max_steps = data.pop("max_steps", None)
+    blocks: list[Block] = []
+    if raw_blocks is not None:
+        if not isinstance(raw_blocks, list):
+            raise ValidationFailed("blocks", "expected a list of blocks")
+        blocks = [_parse_block(b, f"blocks[{i}]") for i, b in enumerate(raw_blocks)]
+        if goal is not None:
+            raise ValidationFailed("goal", "give either blocks or a top-level goal, not both")
+    elif goal is not None:
+        block: dict[str, Any] = {"label": "goal", "type": "goal", "goal": goal}
+        if max_steps is not None:
+            block["max_steps"] = max_steps
+        blocks = [_parse_block(block, "goal")]
+    if not blocks:
+        raise ValidationFailed("blocks", "a workflow needs blocks or a goal")
+    labels: set[str] = set()
+    for i, b in enumerate(blocks):
+        if b.label in labels:
+            raise ValidationFailed(f"blocks[{i}].label", f"duplicate label {b.label!r}")
+        labels.add(b.label)
+    try:
+        workflow = Workflow.model_validate({**data, "blocks": []})
+    except ValidationError as exc:
+        _raise_from("", exc)
+        raise
+    workflow.blocks = blocks
+    if workflow.extraction_schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(workflow.extraction_schema)
+        except jsonschema.SchemaError as exc:
+            raise ValidationFailed("extraction_schema", exc.message) from None
+    for i, b in enumerate(blocks):
+        if isinstance(b, ExtractBlock) and b.schema_ is not None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(b.schema_)
+            except jsonschema.SchemaError as exc:
+                raise ValidationFailed(f"blocks[{i}].schema", exc.message) from None
+    return workflow
+
+
+def load_document(text: str, *, source: str = "workflow") -> Any:
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValidationFailed(source, f"not valid YAML or JSON{where}") from None
+
+
+def load_workflow_file(path: Path) -> Workflow:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationFailed(
+            str(path), f"cannot read the workflow file: {exc.strerror}"
+        ) from None
+    return parse_workflow(load_document(text, source=str(path)))
+
+
+def workflow_to_json(workflow: Workflow) -> dict[str, Any]:
+    """The definition as stored: steps back in their one-verb form, secret defaults masked."""
+    from runner.secrets import MASK
+
+    data = workflow.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["blocks"] = []
+    for block in workflow.blocks:
+        raw = block.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(block, ActionBlock):
+            raw["steps"] = [
+                {s.verb: s.args.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
+                for s in block.steps
+            ]
+        data["blocks"].append(raw)
+    for name, param in data.get("parameters", {}).items():
+        if workflow.parameters[name].secret and param.get("default") is not None:
+            param["default"] = MASK
+    return data
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=False)

@@ -1,0 +1,35 @@
+"""Domain errors, mapped to HTTP statuses in one place (api)."""
+
+from __future__ import annotations
+
+
+class GlassboxError(Exception):
+    """Base for errors a user can act on."""
+
+
+class ConfigurationError(GlassboxError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class NotFound(GlassboxError):
+    def __init__(self, what: str, ident: str) -> None:
+        super().__init__(f"{what} {ident!r} not found")
+        self.what = what
+        self.ident = ident
+
+
+class InvalidTransition(GlassboxError):
+    def __init__(self, run_id: str, current: str, target: str) -> None:
+        super().__init__(f"run {run_id} is {current}; it cannot become {target}")
+        self.run_id = run_id
+        self.current = current
+        self.target = target
+
+
+class ValidationFailed(GlassboxError):
+    """Input refused before anything ran. `field` is a dotted path to the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
