@@ -61,14 +61,14 @@ _STATUS_STYLE = {
 def _print_card(card: TimelineCard) -> None:
     data = card.data
     at = f"[dim]{card.video_ms / 1000:6.1f}s[/dim]"
+    label = escape(card.block_label or "")
     if card.kind == "block":
         if data.get("event") == "started":
-            err.print(f"{at} [bold]▶ {card.block_label}[/bold] [dim]({data.get('type')})[/dim]")
+            err.print(f"{at} [bold]▶ {label}[/bold] [dim]({data.get('type')})[/dim]")
         else:
             style = "green" if card.status == "completed" else "red"
             err.print(
-                f"{at} [{style}]■ {card.block_label} {card.status}[/{style}]"
-                f" [dim]{card.duration_ms} ms[/dim]"
+                f"{at} [{style}]■ {label} {card.status}[/{style}] [dim]{card.duration_ms} ms[/dim]"
             )
     elif card.kind == "action":
         target = f" {escape(str(data['target']))}" if data.get("target") else ""
@@ -94,7 +94,7 @@ async def _run(args: argparse.Namespace) -> int:
         raise _settings_error(exc) from None
     inputs = resolve_inputs(workflow, overrides, allowed_schemes=services.runner.url_schemes)
     run = await queue_run(services, workflow, inputs, source=RunSource.cli)
-    err.print(f"[bold]{run.title}[/bold] [dim]{run.id}[/dim]")
+    err.print(f"[bold]{escape(run.title)}[/bold] [dim]{run.id}[/dim]")
     listeners: list[CardListener] = [] if args.quiet else [_print_card]
     async with runner_env(services, listeners) as env:
         status = await run_now(env, run, workflow, inputs)
@@ -148,7 +148,7 @@ async def _artifact(args: argparse.Namespace) -> int:
     with target.open("wb") as fh:
         for chunk in chunks:
             fh.write(chunk)
-    err.print(f"wrote {target} ({artifact.size} bytes, {artifact.content_type})")
+    err.print(f"wrote {escape(str(target))} ({artifact.size} bytes, {artifact.content_type})")
     return EXIT_OK
 
 
@@ -201,19 +201,19 @@ def main(argv: list[str] | None = None) -> None:
         else:
             code = _db(args)
     except ValidationFailed as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         code = EXIT_REFUSED
     except NotFound as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         code = EXIT_RUN_NOT_COMPLETED
     except ConfigurationError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
+        err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
         code = EXIT_REFUSED
     except ValidationError as exc:
-        err.print(f"[red]configuration error:[/red] {_settings_error(exc)}")
+        err.print(f"[red]configuration error:[/red] {escape(str(_settings_error(exc)))}")
         code = EXIT_REFUSED
     except GlassboxError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         code = EXIT_RUN_NOT_COMPLETED
     except KeyboardInterrupt:
         code = 130

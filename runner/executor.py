@@ -75,6 +75,8 @@ class RunExecution:
             width=self.settings.viewport_width,
             height=self.settings.viewport_height,
             quality=self.settings.video_quality,
+            annotate=self.settings.annotate_actions,
+            annotation_ms=self.settings.annotation_ms,
         )
         self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
         self.code_body: list[str] = []

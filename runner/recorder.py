@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from playwright._impl._api_structures import ScreencastFrame
 from playwright.async_api import ConsoleMessage, Download, Error, Page
 
+from runner.annotations import Annotator
 from runner.artifacts import ArtifactSink
 from runner.secrets import SecretMasker
 from runner.video import VideoRecorder
@@ -73,6 +74,8 @@ class RunRecorder:
         width: int,
         height: int,
         quality: int,
+        annotate: str = "overlay",
+        annotation_ms: int = 600,
     ) -> None:
         self.sink = sink
         self.masker = masker
@@ -80,7 +83,16 @@ class RunRecorder:
         self.width = width
         self.height = height
         self.quality = quality
-        self.video = VideoRecorder(spool / "video.spool.mp4", fps=fps, width=width, height=height)
+        self.annotate = annotate
+        self.annotation_ms = annotation_ms
+        self.annotator = Annotator(annotation_ms / 1000, quality)
+        self.video = VideoRecorder(
+            spool / "video.spool.mp4",
+            fps=fps,
+            width=width,
+            height=height,
+            overlay=self.annotator if annotate == "overlay" else None,
+        )
         self.active: Page | None = None
         self.latest: Frame | None = None
         self.frame_count = 0
@@ -124,7 +136,8 @@ class RunRecorder:
             size={"width": self.width, "height": self.height},
             quality=self.quality,
         )
-        await page.screencast.show_actions(duration=400, position="top-right")
+        if self.annotate == "playwright":
+            await page.screencast.show_actions(duration=self.annotation_ms, position="top-right")
 
     def watch(self, page: Page) -> None:
         page.on("console", self._on_console)
@@ -197,6 +210,16 @@ class RunRecorder:
 
     def action_started(self) -> None:
         self._action_started.set()
+
+    def announce(self, title: str, box: Box | None) -> None:
+        """Annotates the action about to happen in the video (overlay mode)."""
+        if self.annotate != "overlay":
+            return
+        frame = self.latest
+        viewport = (
+            (frame.viewport_width, frame.viewport_height) if frame else (self.width, self.height)
+        )
+        self.annotator.show(title, (box.x, box.y, box.width, box.height) if box else None, viewport)
 
     def screenshot_after(self, artifact_id: str, name: str, box: Box | None) -> None:
         """Stores the first settled frame after an action, outlined, as `artifact_id`."""

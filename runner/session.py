@@ -17,6 +17,7 @@ from runner.templating import Inputs
 from runner.workflow import Workflow, workflow_to_json
 from storage import migrate
 from storage.db import Database
+from storage.errors import ConfigurationError
 from storage.models import Run
 from storage.objects import ObjectStore, open_store
 from storage.runs import create_run, transition
@@ -43,11 +44,12 @@ def open_services(
     runner = runner or RunnerSettings()
     if runner.auto_migrate:
         migrate.upgrade(storage.resolved_database_url)
+    try:
+        store = open_store(storage)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     return Services(
-        storage=storage,
-        runner=runner,
-        db=Database(storage.resolved_database_url),
-        store=open_store(storage),
+        storage=storage, runner=runner, db=Database(storage.resolved_database_url), store=store
     )
 
 

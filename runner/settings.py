@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,6 +24,16 @@ class RunnerSettings(BaseSettings):
     video_fps: int = Field(default=10, ge=1, le=30, description="Frame rate of the run video.")
     video_quality: int = Field(
         default=80, ge=10, le=100, description="JPEG quality of screencast frames (1-100)."
+    )
+    annotate_actions: Literal["overlay", "playwright", "off"] = Field(
+        default="overlay",
+        description=(
+            "How actions are annotated in the video: overlay (drawn into the frames, no delay), "
+            "playwright (page.screencast.show_actions, which pauses each action), or off."
+        ),
+    )
+    annotation_ms: int = Field(
+        default=600, ge=50, le=5000, description="How long an action's annotation stays visible."
     )
     step_timeout_ms: int = Field(
         default=10_000, gt=0, description="Default timeout of a step that gives no timeout_ms."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,36 @@ async def _failure(locator: Locator | None, exc: Exception, timeout_ms: int) -> 
     return StepFailed(message)
 
 
-async def _ready(locator: Locator, timeout_ms: int) -> Box | None:
-    """Waits for the element so its outline can be taken before acting."""
+async def _ready(locator: Locator, timeout_ms: int, env: StepEnv, title: str) -> Box | None:
+    """Waits for the element so its outline can be taken, and announces the action."""
     await locator.wait_for(state="visible", timeout=timeout_ms)
-    return await _box(locator)
+    box = await _box(locator)
+    env.recorder.announce(title, box)
+    return box
+
+
+async def _opens_new_tab(locator: Locator) -> bool:
+    try:
+        target = await locator.evaluate(
+            "e => { const t = e.closest('a[href],area[href],form');"
+            " return t ? (t.getAttribute('target') || '') : ''; }",
+            timeout=1000,
+        )
+    except PlaywrightError:
+        return False
+    return bool(target) and target.lower() not in ("_self", "_parent", "_top")
+
+
+def title_of(verb: str, args: StepArgs) -> str:
+    if isinstance(args, GotoArgs):
+        return f"goto {args.url}"
+    if isinstance(args, DownloadArgs):
+        return f"download {locators.describe(args.click)}"
+    if isinstance(args, Target) and (args.selector or args.role or args.text):
+        return f"{verb} {locators.describe(args)}"
+    if isinstance(args, PressArgs | ScrollArgs):
+        return f"{verb} {getattr(args, 'key', None) or getattr(args, 'direction', '')}"
+    return verb
 
 
 async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Outcome:
@@ -106,9 +133,11 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
     default_timeout = env.navigation_timeout_ms if verb == "goto" else env.step_timeout_ms
     timeout = args.timeout_ms or default_timeout
     locator: Locator | None = None
+    title = env.mask(title_of(verb, args))
     try:
         if isinstance(args, GotoArgs):
             expr = env.code.value_expr(getattr(raw, "url", None), args.url)
+            env.recorder.announce(title, None)
             response = await page.goto(args.url, timeout=timeout, wait_until=args.wait_until)
             status = response.status if response else None
             if status is not None and status >= 400:
@@ -123,7 +152,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             )
         if isinstance(args, FillArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout)
+            box = await _ready(locator, timeout, env, title)
             await locator.fill(args.value, timeout=timeout)
             expr = env.code.value_expr(getattr(raw, "value", None), args.value)
             return Outcome(
@@ -134,13 +163,26 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             )
         if isinstance(args, ClickArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout)
-            if args.double:
-                await locator.dblclick(timeout=timeout, button=args.button)
-                call = "dblclick"
+            box = await _ready(locator, timeout, env, title)
+            call = "dblclick" if args.double else "click"
+            action = getattr(locator, call)
+            if await _opens_new_tab(locator):
+                # Wait for the tab here: its page event can come well after the click returns.
+                # A named target may reuse an open tab, so no new tab is not an error.
+                new_tab = asyncio.ensure_future(
+                    page.context.wait_for_event("page", timeout=min(timeout, 5000))
+                )
+                try:
+                    await action(timeout=timeout, button=args.button)
+                except BaseException:
+                    new_tab.cancel()
+                    raise
+                try:
+                    await new_tab
+                except PlaywrightTimeout:
+                    pass
             else:
-                await locator.click(timeout=timeout, button=args.button)
-                call = "click"
+                await action(timeout=timeout, button=args.button)
             button = f"button={py(args.button)}" if args.button != "left" else ""
             return Outcome(
                 target=locators.describe(args),
@@ -158,7 +200,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                     nth=args.nth,
                 )
                 locator = locators.locate(page, target)
-                box = await _ready(locator, timeout)
+                box = await _ready(locator, timeout, env, title)
                 await locator.press(args.key, timeout=timeout)
                 return Outcome(
                     target=locators.describe(target),
@@ -166,11 +208,12 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                     code=[f"{locators.code(target)}.press({py(args.key)})"],
                     box=box,
                 )
+            env.recorder.announce(title, None)
             await page.keyboard.press(args.key)
             return Outcome(value=args.key, code=[f"page.keyboard.press({py(args.key)})"])
         if isinstance(args, SelectArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout)
+            box = await _ready(locator, timeout, env, title)
             if args.value is not None:
                 chosen = await locator.select_option(value=args.value, timeout=timeout)
                 option = f"value={py(args.value)}"
@@ -186,7 +229,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             )
         if isinstance(args, CheckArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout)
+            box = await _ready(locator, timeout, env, title)
             await locator.set_checked(args.checked, timeout=timeout)
             return Outcome(
                 target=locators.describe(args),
@@ -218,7 +261,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             )
         if isinstance(args, DownloadArgs):
             locator = locators.locate(page, args.click)
-            box = await _ready(locator, timeout)
+            box = await _ready(locator, timeout, env, title)
             async with page.expect_download(timeout=timeout) as info:
                 await locator.click(timeout=timeout)
             download = await info.value
@@ -251,6 +294,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 "right": (args.amount, 0),
                 "left": (-args.amount, 0),
             }[args.direction]
+            env.recorder.announce(title, None)
             await page.mouse.wheel(dx, dy)
             await page.wait_for_timeout(100)  # let the scroll land before the screenshot
             return Outcome(

@@ -25,6 +25,23 @@ late, which is why the clock is monotonic time and the frame counter is made to 
 
 Everything is streamed: ffmpeg reads the frames from a pipe and writes the spool file; the
 remux is another ffmpeg process. Only a bounded ring of recent JPEGs is kept in memory.
+
+Encoder cost, measured on the 2-core target VM (Debian ffmpeg 5.1, 1280x720, CRF 23, keyframes
+every 2 s, one x264 thread), in ffmpeg CPU-seconds per wall-second; "static" repeats one busy
+text page, "dynamic" gets a new frame of a scrolling page ~30 times a second::
+
+                        static        dynamic       file size static / dynamic
+    10 fps ultrafast    0.09-0.10     0.12-0.15     165 / 830-940 kB/s
+    10 fps veryfast     0.11-0.14     0.17-0.31      80 / 280-420 kB/s
+    15 fps ultrafast    0.13-0.15     0.18          165 / 1000-1200 kB/s
+    15 fps veryfast     0.17-0.19     0.25-0.38      75 / 410-490 kB/s
+
+The Python side (ticker thread) costs < 0.01 CPU-s/s. x264's default thread count (3 here)
+costs up to +0.08 CPU-s/s more with veryfast for nothing. Hence the defaults: 10 fps,
+ultrafast, 1 thread -- about 5 % of the machine, the cheapest option for the wall-time budget
+of a recorded run; ``preset="veryfast"`` halves the file size for 1.2-2x the CPU. Most of the
+static cost is decoding the repeated JPEG. A longer ``keyframe_interval_s`` shrinks static
+videos (5 s: ~77 kB/s ultrafast) at the price of a coarser spool after a crash.
 """
 
 from __future__ import annotations
@@ -39,6 +56,7 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,7 +69,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_FPS",
+    "DEFAULT_KEYFRAME_INTERVAL_S",
     "DEFAULT_PRESET",
+    "DEFAULT_THREADS",
     "VideoEncoderError",
     "VideoRecorder",
     "blank_jpeg",
@@ -59,10 +79,10 @@ __all__ = [
 ]
 
 DEFAULT_FPS = 10
-"""Frames per second of the recording (see the module docstring of the CPU measurements)."""
+"""Frames per second of the recording (see the CPU measurements in the module docstring)."""
 
 DEFAULT_PRESET = "ultrafast"
-"""libx264 preset. ultrafast costs a fraction of veryfast's CPU on this class of machine."""
+"""libx264 preset: the least CPU; veryfast halves the file size for 1.2-2x the CPU."""
 
 DEFAULT_KEYFRAME_INTERVAL_S = 2.0
 """Keyframe and fragment interval of the spool."""
@@ -164,6 +184,7 @@ class VideoRecorder:
         crf: int = 23,
         keyframe_interval_s: float = DEFAULT_KEYFRAME_INTERVAL_S,
         threads: int = DEFAULT_THREADS,
+        overlay: Callable[[bytes, float], bytes] | None = None,
     ) -> None:
         """Create a recorder; nothing runs until :meth:`start`.
 
@@ -180,6 +201,11 @@ class VideoRecorder:
                 holds everything up to the last complete fragment.
             threads: libx264 threads; 0 lets x264 choose (1.5 x cores). One thread costs less
                 CPU in total and leaves the other cores to the browser.
+            overlay: called by the ticker as ``overlay(jpeg, at)`` for every video frame, with
+                ``at`` the frame's scheduled ``time.monotonic()``; returns the JPEG to encode
+                (e.g. with an action annotation drawn on it). It runs on the ticker thread, so
+                it must be thread-safe and fast when it has nothing to draw; if it raises, the
+                frame is encoded undecorated.
         """
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -197,6 +223,7 @@ class VideoRecorder:
         self.crf = crf
         self.keyframe_interval_s = keyframe_interval_s
         self.threads = threads
+        self.overlay = overlay
         self._ffmpeg_exe = ffmpeg
 
         self._cond = threading.Condition(threading.Lock())
@@ -218,6 +245,7 @@ class VideoRecorder:
         self._out_path: Path | None = None
         self._final_ms: int | None = None
         self._blank: bytes | None = None
+        self._overlay_failed = False
 
     # ------------------------------------------------------------------ properties
 
@@ -235,6 +263,18 @@ class VideoRecorder:
     def frames_written(self) -> int:
         """Video frames written to ffmpeg so far (duration = frames_written / fps)."""
         return self._frames_written
+
+    @property
+    def started_at(self) -> float | None:
+        """``time.monotonic()`` of video time 0 (``None`` before :meth:`start`)."""
+        return self._t0
+
+    def video_ms_at(self, t_monotonic: float) -> int:
+        """Offset into the video of an earlier ``time.monotonic()`` moment (clamped at 0)."""
+        t0 = self._t0
+        if t0 is None:
+            return 0
+        return max(0, int((t_monotonic - t0) * 1000))
 
     @property
     def pid(self) -> int | None:
@@ -358,11 +398,18 @@ class VideoRecorder:
                 raise RuntimeError("VideoRecorder.finish() called before start()")
             if self._state is _State.ABORTED:
                 raise VideoEncoderError(f"video recording was aborted; spool: {self.spool_path}")
-            if self._state in (_State.FAILED, _State.FINISHING):
-                raise VideoEncoderError(self._failure_message())
-            self._state = _State.FINISHING
-            self._final_ms = self.elapsed_ms()
-            self._stop_at = time.monotonic()
+            if self._state is _State.FINISHING:
+                raise RuntimeError("VideoRecorder.finish() is already running in another thread")
+            failed = self._state is _State.FAILED
+            if self._final_ms is None:
+                self._final_ms = self.elapsed_ms()
+            if not failed:
+                self._state = _State.FINISHING
+                self._stop_at = time.monotonic()
+        if failed:
+            self._stop_event.set()
+            self._release_process()
+            raise VideoEncoderError(self._failure_message())
         try:
             self._stop_encoder(timeout_s)
             faststart_remux(self.spool_path, out_path, ffmpeg_exe=self._ffmpeg_exe)
@@ -391,9 +438,13 @@ class VideoRecorder:
         )
         return out_path
 
-    async def finish_async(self, out_path: Path, *, keep_spool: bool = False) -> Path:
+    async def finish_async(
+        self, out_path: Path, *, keep_spool: bool = False, timeout_s: float = 60.0
+    ) -> Path:
         """:meth:`finish` in a worker thread, for asyncio code."""
-        return await asyncio.to_thread(self.finish, out_path, keep_spool=keep_spool)
+        return await asyncio.to_thread(
+            self.finish, out_path, keep_spool=keep_spool, timeout_s=timeout_s
+        )
 
     def abort(self) -> None:
         """Kill ffmpeg and stop recording at once. The spool file is left as it is."""
@@ -503,35 +554,59 @@ class VideoRecorder:
         fd = proc.stdin.fileno()
         interval = 1.0 / self.fps
         written = 0
+        last_lag_warning = 0.0
         try:
             while True:
                 stop_at = self._stop_at
                 horizon = stop_at if stop_at is not None else time.monotonic()
-                # Frame k is due at t0 + k/fps; by `horizon` frames 0..floor(...) are due.
+                # Frame k is due at t0 + k/fps: by `horizon`, frames 0..floor(...) are due.
                 due = int((horizon - t0) * self.fps) + 1
+                behind = due - written
+                if behind > self.fps and horizon - last_lag_warning > 10.0:
+                    # ffmpeg cannot keep up (or the machine is overloaded). The timeline stays
+                    # right, but frames are now picked from an ever older ring.
+                    last_lag_warning = horizon
+                    logger.warning("video encoder is %.1f s behind", behind / self.fps)
                 while written < due:
-                    data = self._frame_for(t0 + written * interval)
+                    scheduled = t0 + written * interval
+                    data = self._decorate(self._frame_for(scheduled), scheduled)
                     view = memoryview(data)
                     while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
+                        view = view[os.write(fd, view) :]
                     written += 1
                     self._frames_written = written
-                if due - written > self.fps:  # pragma: no cover - diagnostics only
-                    logger.warning("video ticker is %d frames behind", due - written)
                 if stop_at is not None:
                     return
-                next_at = t0 + written * interval
-                self._stop_event.wait(max(0.0, next_at - time.monotonic()))
-        except OSError as exc:
+                self._stop_event.wait(max(0.0, t0 + written * interval - time.monotonic()))
+        except Exception as exc:
             if self._state is _State.ABORTED:
                 return
-            code = proc.wait(timeout=5) if proc.poll() is None else proc.returncode
-            self._error = f"ffmpeg stopped accepting frames ({exc}); exit code {code}"
+            if proc.poll() is None and isinstance(exc, OSError):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=2)
+            self._error = f"ffmpeg stopped accepting frames ({exc!r})"
             logger.error("%s", self._failure_message())
             with self._state_lock:
                 if self._state is _State.RUNNING:
                     self._state = _State.FAILED
+
+    def _decorate(self, data: bytes, scheduled: float) -> bytes:
+        overlay = self.overlay
+        if overlay is None:
+            return data
+        try:
+            decorated = overlay(data, scheduled)
+        except Exception:
+            if not self._overlay_failed:
+                self._overlay_failed = True
+                logger.exception("video overlay failed; encoding frames without it")
+            return data
+        if not decorated.startswith(_JPEG_SOI):
+            if not self._overlay_failed:
+                self._overlay_failed = True
+                logger.error("video overlay returned no JPEG; encoding frames without it")
+            return data
+        return decorated
 
     def _drain_stderr(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):

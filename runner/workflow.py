@@ -362,6 +362,8 @@ def load_workflow_file(path: Path) -> Workflow:
         raise ValidationFailed(
             str(path), f"cannot read the workflow file: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        raise ValidationFailed(str(path), "the workflow file is not UTF-8 text") from None
     return parse_workflow(load_document(text, source=str(path)))
 
 

@@ -23,7 +23,9 @@ def _normalize(url: str, *, asynchronous: bool) -> URL:
     try:
         parsed = make_url(url)
     except Exception as exc:
-        raise ConfigurationError(f"GLASSBOX_DATABASE_URL is not a database URL: {url!r}") from exc
+        raise ConfigurationError(
+            "GLASSBOX_DATABASE_URL is not a database URL (expected e.g. postgresql://user@host/db)"
+        ) from exc
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+psycopg")

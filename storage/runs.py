@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidTransition, NotFound
@@ -81,6 +81,16 @@ async def transition(
     if not can_transition(current, to):
         raise InvalidTransition(run_id, current.value, to.value)
     now = at or utcnow()
+    # Compare-and-set: SQLite has no row locks, so the status written must still be the one read.
+    changed = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == current.value)
+        .values(status=to.value)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(changed, "rowcount", 1) != 1:
+        await session.refresh(run)
+        raise InvalidTransition(run_id, run.status, to.value)
     run.status = to.value
     if to is RunStatus.queued:
         run.queued_at = now
@@ -116,4 +126,4 @@ async def status_history(*, session: AsyncSession, run_id: str) -> list[RunStatu
 
 async def count_by_status(*, session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Run.status, func.count()).group_by(Run.status))
-    return {status: count for status, count in rows.tuples()}
+    return {status: count for status, count in rows.all()}
