@@ -152,6 +152,71 @@ async def _artifact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    workers = settings.workers if args.workers is None else args.workers
+    settings = settings.model_copy(update={"host": host, "port": port, "workers": workers})
+    from api.auth import install_access_log_redaction
+
+    install_access_log_redaction()
+    app = create_app(settings)
+    err.print(f"Glassbox on http://{host}:{port} ({workers} in-process worker(s))")
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")
+    return EXIT_OK
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from api.app import worker_options
+    from api.settings import ServiceSettings
+    from runner.worker import Worker
+    from storage.notify import notifier_for
+
+    settings = ServiceSettings()
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    services = open_services(secret_key=secret)
+    notifier = notifier_for(services.storage.resolved_database_url)
+    await notifier.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = Worker(services, notifier, worker_options(settings, args.concurrency))
+    err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
+    try:
+        await worker.run(stop)
+    finally:
+        await notifier.close()
+        await services.db.dispose()
+    return EXIT_OK
+
+
+async def _apikey(args: argparse.Namespace) -> int:
+    from api.auth import cli_create, cli_list, cli_revoke
+
+    services = open_services()
+    try:
+        if args.apikey_command == "create":
+            sys.stdout.write(await cli_create(services.db, args.name) + "\n")
+        elif args.apikey_command == "list":
+            for key in await cli_list(services.db):
+                sys.stdout.write(json.dumps(key) + "\n")
+        else:
+            await cli_revoke(services.db, args.id)
+            err.print(f"revoked {escape(args.id)}")
+    finally:
+        await services.db.dispose()
+    return EXIT_OK
+
+
 def _db(args: argparse.Namespace) -> int:
     settings = StorageSettings()
     migrate.upgrade(settings.resolved_database_url)
@@ -180,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="file to write, or - for stdout (default: the artifact's name)"
     )
 
+    serve = sub.add_parser("serve", help="the API and in-process workers")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="in-process workers (default 1; 0 for an API-only process)"
+    )
+
+    worker = sub.add_parser("worker", help="a worker process that claims queued runs")
+    worker.add_argument("--concurrency", type=int, help="runs executed at once (default 1)")
+
+    apikey = sub.add_parser("apikey", help="API keys (X-API-Key)")
+    apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_sub.add_parser("create", help="create a key (shown once)")
+    create.add_argument("name", help="what the key is for")
+    apikey_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = apikey_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id", help="key id (key_…)")
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations")
@@ -198,6 +281,12 @@ def main(argv: list[str] | None = None) -> None:
             code = asyncio.run(_run(args))
         elif args.command == "artifact":
             code = asyncio.run(_artifact(args))
+        elif args.command == "serve":
+            code = _serve(args)
+        elif args.command == "worker":
+            code = asyncio.run(_worker(args))
+        elif args.command == "apikey":
+            code = asyncio.run(_apikey(args))
         else:
             code = _db(args)
     except ValidationFailed as exc:

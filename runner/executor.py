@@ -46,6 +46,9 @@ class RunEnded(Exception):
         self.reason = reason
 
 
+FrameListener = Callable[[str, bytes], None]
+
+
 @dataclass
 class RunnerEnv:
     db: Database
@@ -54,6 +57,7 @@ class RunnerEnv:
     spool_dir: Path
     browser: Browser
     listeners: list[CardListener] = field(default_factory=list)
+    frame_listener: FrameListener | None = None
 
 
 class RunExecution:
@@ -78,6 +82,9 @@ class RunExecution:
             annotate=self.settings.annotate_actions,
             annotation_ms=self.settings.annotation_ms,
         )
+        if env.frame_listener is not None:
+            listener, run_id = env.frame_listener, run.id
+            self.recorder.on_live_frame = lambda data: listener(run_id, data)
         self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
         self.code_body: list[str] = []
         self.context: BrowserContext | None = None

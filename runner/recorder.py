@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class RunRecorder:
             overlay=self.annotator if annotate == "overlay" else None,
         )
         self.active: Page | None = None
+        self.on_live_frame: Callable[[bytes], None] | None = None
         self.latest: Frame | None = None
         self.frame_count = 0
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
@@ -122,6 +124,8 @@ class RunRecorder:
         )
         self.frame_count += 1
         self.video.add_frame(frame["data"])
+        if self.on_live_frame is not None:
+            self.on_live_frame(frame["data"])
 
     async def follow(self, page: Page) -> None:
         """Make `page` the recorded tab."""

@@ -106,6 +106,9 @@ async def transition(
     ):
         run.finished_at = now
         run.lease_expires_at = None
+        if run.webhook_url:  # delivered by the webhook dispatcher of any API process
+            run.webhook_state = "pending"
+            run.webhook_next_at = now
         if to is not RunStatus.completed and reason and not run.failure_reason:
             run.failure_reason = reason
     session.add(

@@ -1,0 +1,117 @@
+"""The FastAPI application: REST API under /api/v1, live events, in-process workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from api import artifacts, errors, live, runs, webhooks, workflows
+from api.auth import check_startup, require_api_key
+from api.settings import ServiceSettings
+from runner.session import Services, open_services
+from runner.settings import RunnerSettings
+from runner.worker import Worker, WorkerOptions
+from storage.notify import LocalNotifier, notifier_for
+from storage.settings import StorageSettings
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def worker_options(settings: ServiceSettings, concurrency: int | None = None) -> WorkerOptions:
+    return WorkerOptions(
+        concurrency=concurrency or settings.concurrency,
+        lease_s=settings.lease_s,
+        heartbeat_s=settings.heartbeat_s,
+        poll_s=settings.poll_s,
+        retry_interrupted=settings.retry_interrupted,
+    )
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    storage: StorageSettings | None = None,
+    runner: RunnerSettings | None = None,
+    workers: int | None = None,
+) -> FastAPI:
+    settings = settings or ServiceSettings()
+    worker_count = settings.workers if workers is None else workers
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        services = await asyncio.to_thread(open_services, storage, runner, secret_key=secret)
+        try:
+            await check_startup(db=services.db, host=settings.host)
+        except Exception:
+            await services.db.dispose()
+            raise
+        notifier = notifier_for(services.storage.resolved_database_url)
+        await notifier.start()
+        app.state.services = services
+        app.state.db = services.db
+        app.state.notifier = notifier
+        app.state.settings = settings
+        stop = asyncio.Event()
+        app.state.stop = stop
+        pool = [Worker(services, notifier, worker_options(settings)) for _ in range(worker_count)]
+        app.state.workers = pool
+        tasks = [asyncio.create_task(w.run(stop), name=f"worker {i}") for i, w in enumerate(pool)]
+        tasks += await _extras(app, services, notifier, settings, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await notifier.close()
+            await services.db.dispose()
+
+    app = FastAPI(
+        title="Glassbox",
+        version="0.1.0",
+        summary="Browser-automation runs with a complete, inspectable record.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
+    api.include_router(runs.router)
+    api.include_router(live.router)
+    api.include_router(artifacts.router)
+    api.include_router(workflows.router)
+    api.include_router(webhooks.router)
+
+    @api.get("/health", tags=["service"], summary="Liveness and the worker count")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "workers": len(getattr(app.state, "workers", []))}
+
+    app.include_router(api)
+    return app
+
+
+async def _extras(
+    app: FastAPI,
+    services: Services,
+    notifier: LocalNotifier,
+    settings: ServiceSettings,
+    stop: asyncio.Event,
+) -> list[asyncio.Task[Any]]:
+    """Background services beside the workers: webhook delivery."""
+    dispatcher = webhooks.WebhookDispatcher(
+        db=services.db, settings=settings, record=runs.public_record
+    )
+    app.state.webhooks = dispatcher
+
+    async def deliver() -> None:
+        try:
+            await dispatcher.run_forever(stop)
+        finally:
+            await dispatcher.aclose()
+
+    return [asyncio.create_task(deliver(), name="webhooks")]

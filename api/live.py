@@ -1,0 +1,140 @@
+"""Live views of a run: Server-Sent Events of status changes and cards, a WebSocket of JPEG
+frames. Both subscribe first, then backfill from the database, so nothing is missed; both work
+across processes (PostgreSQL notifications, else polling)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from runner.session import Services
+from storage.models import LiveFrame
+from storage.notify import RUN, LocalNotifier
+from storage.records import card_record
+from storage.runs import get_run
+from storage.status import TERMINAL_STATUSES, RunStatus
+from storage.timeline import list_cards
+
+router = APIRouter(tags=["live"])
+
+POLL_S = 1.0
+KEEPALIVE_S = 15.0
+
+
+def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {json.dumps(data, ensure_ascii=False)}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def _wait_for_news(sub: Any, run_id: str, timeout: float) -> bool:
+    """True when a notification about this run arrived; False on timeout (poll anyway)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return False
+        payload = await sub.get(remaining)
+        if payload is None:
+            return False
+        try:
+            if json.loads(payload).get("run_id") == run_id:
+                return True
+        except ValueError:
+            continue
+
+
+async def run_events(
+    services: Services, notifier: LocalNotifier, run_id: str, after_seq: int, request: Request
+) -> AsyncIterator[bytes]:
+    sub = notifier.subscribe(RUN)
+    try:
+        last_status: str | None = None
+        idle = 0.0
+        yield b": glassbox events\n\n"
+        while True:
+            async with services.db.session() as session:
+                run = await get_run(session=session, run_id=run_id)
+                cards = await list_cards(session=session, run_id=run_id, after_seq=after_seq)
+            for card in cards:
+                after_seq = card.seq
+                yield _sse("card", card_record(card), str(card.seq))
+            if run.status != last_status:
+                last_status = run.status
+                yield _sse(
+                    "status",
+                    {
+                        "run_id": run_id,
+                        "status": run.status,
+                        "failure_reason": run.failure_reason,
+                        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+                    },
+                )
+            if RunStatus(run.status) in TERMINAL_STATUSES:
+                yield _sse("end", {"run_id": run_id, "status": run.status})
+                return
+            if await request.is_disconnected():
+                return
+            news = await _wait_for_news(sub, run_id, POLL_S)
+            idle = 0.0 if news else idle + POLL_S
+            if idle >= KEEPALIVE_S:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+    finally:
+        sub.close()
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    summary="Server-Sent Events: status changes and new cards",
+    response_class=StreamingResponse,
+)
+async def events(
+    run_id: str,
+    request: Request,
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    after_seq: int = 0,
+) -> StreamingResponse:
+    services: Services = request.app.state.services
+    async with services.db.session() as session:
+        await get_run(session=session, run_id=run_id)  # 404 before the stream starts
+    if last_event_id and last_event_id.isdigit():
+        after_seq = max(after_seq, int(last_event_id))
+    return StreamingResponse(
+        run_events(services, request.app.state.notifier, run_id, after_seq, request),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.websocket("/runs/{run_id}/live")
+async def live(websocket: WebSocket, run_id: str) -> None:
+    """JPEG frames of the browser while the run goes; closes when it ends."""
+    services: Services = websocket.app.state.services
+    notifier: LocalNotifier = websocket.app.state.notifier
+    sub = notifier.subscribe(RUN)
+    await websocket.accept()
+    try:
+        sent_seq = -1
+        while True:
+            async with services.db.session() as session:
+                run = await get_run(session=session, run_id=run_id)
+                frame = await session.get(LiveFrame, run_id)
+                if frame is not None and frame.seq != sent_seq:
+                    sent_seq = frame.seq
+                    await websocket.send_bytes(frame.data)
+            if RunStatus(run.status) in TERMINAL_STATUSES:
+                await websocket.close(code=1000, reason=run.status)
+                return
+            await _wait_for_news(sub, run_id, 0.5)
+    except WebSocketDisconnect:
+        return
+    finally:
+        sub.close()

@@ -1,0 +1,112 @@
+"""Snippets that recreate a run through the API: curl, Python (httpx), PowerShell.
+Secret parameters are read from environment variables named after them in upper case."""
+
+from __future__ import annotations
+
+import json
+import pprint
+from typing import Any
+
+from runner.codegen import constant_name
+from runner.workflow import parse_workflow
+from storage.models import Run
+
+_MARK = "\u0000SECRET:{}\u0000"
+
+
+def request_body(run: Run) -> tuple[dict[str, Any], list[str]]:
+    workflow = parse_workflow(run.definition)
+    secrets = sorted(workflow.secret_names)
+    parameters = {
+        name: (_MARK.format(name) if name in secrets else value)
+        for name, value in (run.parameters or {}).items()
+    }
+    body: dict[str, Any] = {"workflow": run.definition, "parameters": parameters}
+    if run.title != workflow.title:
+        body["title"] = run.title
+    if run.timeout_s != workflow.timeout_s:
+        body["timeout_s"] = run.timeout_s
+    for key in ("webhook_url", "proxy", "extra_http_headers"):
+        if getattr(run, key):
+            body[key] = getattr(run, key)
+    if run.run_with != "agent":
+        body["run_with"] = run.run_with
+    return body, [n for n in secrets if n in parameters]
+
+
+def snippets(run: Run, base_url: str) -> dict[str, Any]:
+    body, secrets = request_body(run)
+    pretty = json.dumps(body, indent=2, ensure_ascii=False)
+    url = f"{base_url}/api/v1/runs"
+    json_marker = json.dumps(_MARK.format("X"))[1:-1].replace("X", "{}")
+
+    # curl: a heredoc; unquoted only when secrets must be expanded, so escape $ ` and \.
+    def sh_escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+
+    if secrets:
+        data = pretty
+        for name in secrets:
+            data = data.replace(json_marker.format(name), f"\u0001{constant_name(name)}\u0001")
+        data = sh_escape(data)
+        for name in secrets:
+            data = data.replace(f"\u0001{constant_name(name)}\u0001", f"${{{constant_name(name)}}}")
+        heredoc = f"<<JSON\n{data}\nJSON"
+    else:
+        heredoc = f"<<'JSON'\n{pretty}\nJSON"
+    curl = (
+        f"curl -sS -X POST '{url}' \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        '  -H "X-API-Key: ${GLASSBOX_API_KEY:-}" \\\n'
+        f"  --data-binary @- {heredoc}\n"
+    )
+
+    py_body = repr_python(body, secrets)
+    python = (
+        "import os\n\nimport httpx\n\n"
+        f"body = {py_body}\n"
+        f"response = httpx.post(\n    {url!r},\n    json=body,\n"
+        '    headers={"X-API-Key": os.environ.get("GLASSBOX_API_KEY", "")},\n)\n'
+        'response.raise_for_status()\nprint(response.json()["id"])\n'
+    )
+
+    ps_data = pretty.replace("'", "''")
+    for name in secrets:
+        ps_data = ps_data.replace(json_marker.format(name), f"' + $env:{constant_name(name)} + '")
+    powershell = (
+        f"$body = '{ps_data}'\n"
+        f"Invoke-RestMethod -Method Post -Uri '{url}' -ContentType 'application/json' "
+        "-Headers @{ 'X-API-Key' = $env:GLASSBOX_API_KEY } -Body $body\n"
+    )
+    return {
+        "curl": curl,
+        "python": python,
+        "powershell": powershell,
+        "body": body_masked(body, secrets),
+        "secret_env": [constant_name(n) for n in secrets],
+    }
+
+
+def body_masked(body: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    masked = dict(body)
+    masked["parameters"] = {
+        k: ("********" if k in secrets else v) for k, v in body["parameters"].items()
+    }
+    return masked
+
+
+class _FromEnv:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"os.environ[{self.name!r}]"
+
+
+def repr_python(body: dict[str, Any], secrets: list[str]) -> str:
+    data = dict(body)
+    data["parameters"] = {
+        k: (_FromEnv(constant_name(k)) if k in secrets else v)
+        for k, v in body["parameters"].items()
+    }
+    return pprint.pformat(data, indent=4, width=96, sort_dicts=False)

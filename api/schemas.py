@@ -1,0 +1,87 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_WORKFLOW: dict[str, Any] = {
+    "title": "Find the cheapest lamp",
+    "url": "http://127.0.0.1:8080/shop/",
+    "parameters": {"query": {"type": "string", "default": "lamp"}},
+    "blocks": [
+        {
+            "label": "search",
+            "type": "action",
+            "steps": [
+                {"goto": "{{ url }}search.html"},
+                {"fill": {"selector": "#q", "value": "{{ query }}"}},
+                {"click": {"role": "button", "name": "Search"}},
+                {"wait_for": {"selector": ".result", "state": "visible"}},
+            ],
+        },
+        {
+            "label": "products",
+            "type": "extract",
+            "fields": {"cheapest": {"selector": ".result .name", "first": True}},
+        },
+    ],
+}
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "workflow": EXAMPLE_WORKFLOW,
+                    "parameters": {"query": "desk lamp"},
+                    "webhook_url": "https://example.com/hooks/glassbox",
+                }
+            ]
+        },
+    )
+
+    workflow: dict[str, Any] | None = Field(
+        default=None, description="An inline workflow (the YAML format, as JSON)."
+    )
+    workflow_id: str | None = Field(default=None, description="A saved workflow's id.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    title: str | None = Field(default=None, max_length=500)
+    timeout_s: int | None = Field(default=None, gt=0, le=86_400)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    proxy: dict[str, Any] | None = Field(
+        default=None, description='Playwright proxy settings, e.g. {"server": "http://p:3128"}.'
+    )
+    extra_http_headers: dict[str, str] | None = None
+    run_with: Literal["agent", "code"] = "agent"
+
+
+class RunDuplicate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"parameters": {"query": "floor lamp"}}]},
+    )
+
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters to change; the others are kept."
+    )
+    title: str | None = Field(default=None, max_length=500)
+
+
+class WorkflowCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"definition": EXAMPLE_WORKFLOW}]},
+    )
+
+    definition: dict[str, Any]
+    title: str | None = Field(default=None, max_length=500)
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+    counts: dict[str, int] | None = None

@@ -1,0 +1,314 @@
+"""The worker: claims queued runs, holds their leases, cancels on request, recovers runs whose
+worker vanished. One browser per worker process; a fresh context per run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runner.executor import RunExecution, RunnerEnv
+from runner.session import Services, inputs_of, runner_env
+from storage.errors import GlassboxError, InvalidTransition
+from storage.ids import new_id
+from storage.models import LiveFrame, Run, TimelineCard, utcnow
+from storage.notify import CANCEL, QUEUE, RUN, LocalNotifier, Subscription
+from storage.queue import claim_next, expired_runs, heartbeat
+from storage.runs import create_run, get_run, transition
+from storage.status import RunSource, RunStatus
+
+log = logging.getLogger(__name__)
+
+LIVE_FRAME_INTERVAL_S = 0.25
+
+
+@dataclass
+class WorkerOptions:
+    concurrency: int = 1
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
+    poll_s: float = 0.5
+    retry_interrupted: int = 0
+
+
+async def publish_run_event(
+    notifier: LocalNotifier, run_id: str, kind: str, **extra: object
+) -> None:
+    await notifier.publish(RUN, json.dumps({"run_id": run_id, "type": kind, **extra}))
+
+
+class LiveFrames:
+    """The newest screencast frame of each running run, written at most 4 times a second to the
+    database (so API processes anywhere can show it) with a notification."""
+
+    def __init__(self, services: Services, notifier: LocalNotifier) -> None:
+        self.services = services
+        self.notifier = notifier
+        self._latest: dict[str, bytes] = {}
+        self._seq: dict[str, int] = {}
+        self._wake = asyncio.Event()
+
+    def offer(self, run_id: str, data: bytes) -> None:
+        self._latest[run_id] = data
+        self._wake.set()
+
+    async def forget(self, run_id: str) -> None:
+        self._latest.pop(run_id, None)
+        self._seq.pop(run_id, None)
+        async with self.services.db.session() as session:
+            row = await session.get(LiveFrame, run_id)
+            if row is not None:
+                await session.delete(row)
+                await session.commit()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            pending, self._latest = self._latest, {}
+            for run_id, data in pending.items():
+                try:
+                    await self._write(run_id, data)
+                except Exception:
+                    log.debug("live frame of %s not written", run_id, exc_info=True)
+            await asyncio.sleep(LIVE_FRAME_INTERVAL_S)
+
+    async def _write(self, run_id: str, data: bytes) -> None:
+        seq = self._seq.get(run_id, 0) + 1
+        self._seq[run_id] = seq
+        async with self.services.db.session() as session:
+            row = await session.get(LiveFrame, run_id)
+            if row is None:
+                session.add(LiveFrame(run_id=run_id, seq=seq, data=data, updated_at=utcnow()))
+            else:
+                row.seq, row.data, row.updated_at = seq, data, utcnow()
+            await session.commit()
+        await publish_run_event(self.notifier, run_id, "frame", seq=seq)
+
+
+class Worker:
+    def __init__(
+        self,
+        services: Services,
+        notifier: LocalNotifier,
+        options: WorkerOptions,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self.services = services
+        self.notifier = notifier
+        self.options = options
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+        self.tasks: dict[str, asyncio.Task[RunStatus]] = {}
+        self.live = LiveFrames(services, notifier)
+        self.env: RunnerEnv | None = None
+        self.ready = asyncio.Event()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        queued = self.notifier.subscribe(QUEUE)
+        cancels = self.notifier.subscribe(CANCEL)
+        background = [
+            asyncio.create_task(self._heartbeats(stop), name="heartbeats"),
+            asyncio.create_task(self._cancel_watch(cancels), name="cancels"),
+            asyncio.create_task(self._reaper(stop), name="reaper"),
+            asyncio.create_task(self.live.run_forever(), name="live-frames"),
+        ]
+        try:
+            async with runner_env(
+                self.services, [self._on_card], frame_listener=self.live.offer
+            ) as env:
+                self.env = env
+                self.ready.set()
+                log.info(
+                    "worker %s ready (concurrency %d)", self.worker_id, self.options.concurrency
+                )
+                while not stop.is_set():
+                    await self._claim_while_free()
+                    waiter = asyncio.ensure_future(queued.get(self.options.poll_s))
+                    stopper = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    stopper.cancel()
+                await self._stop_runs()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            queued.close()
+            cancels.close()
+
+    async def _claim_while_free(self) -> None:
+        while len(self.tasks) < self.options.concurrency:
+            async with self.services.db.session() as session:
+                run = await claim_next(
+                    session=session, worker_id=self.worker_id, lease_s=self.options.lease_s
+                )
+                await session.commit()
+            if run is None:
+                return
+            await publish_run_event(self.notifier, run.id, "status", status=run.status)
+            task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
+            self.tasks[run.id] = task
+            task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[RunStatus]) -> None:
+        for run_id, known in list(self.tasks.items()):
+            if known is task:
+                del self.tasks[run_id]
+
+    async def _execute(self, run: Run) -> RunStatus:
+        assert self.env is not None
+        try:
+            workflow, inputs = inputs_of(self.services, run)
+        except GlassboxError as exc:
+            async with self.services.db.session() as session:
+                await transition(
+                    session=session, run_id=run.id, to=RunStatus.failed, reason=str(exc)
+                )
+                await session.commit()
+            await publish_run_event(self.notifier, run.id, "status", status="failed")
+            return RunStatus.failed
+        status = await RunExecution(self.env, run, workflow, inputs).execute()
+        await self.live.forget(run.id)
+        await publish_run_event(self.notifier, run.id, "status", status=status.value)
+        return status
+
+    async def _on_card(self, card: TimelineCard) -> None:
+        await publish_run_event(self.notifier, card.run_id, "card", seq=card.seq)
+
+    async def _stop_runs(self) -> None:
+        """Shutting down: running runs are canceled, and keep what they recorded."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    # --- leases, cancels, vanished workers --------------------------------------------------
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.options.heartbeat_s)
+            if not self.tasks:
+                continue
+            try:
+                async with self.services.db.session() as session:
+                    flags = await heartbeat(
+                        session=session,
+                        worker_id=self.worker_id,
+                        run_ids=list(self.tasks),
+                        lease_s=self.options.lease_s,
+                    )
+                    await session.commit()
+                self._cancel_flagged(flags)
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+
+    async def _cancel_watch(self, cancels: Subscription) -> None:
+        """Cancels arrive as notifications; polling catches them where there are none."""
+        while True:
+            run_id = await cancels.get(self.options.poll_s)
+            if run_id is not None:
+                self._cancel(run_id)
+                continue
+            if not self.tasks:
+                continue
+            try:
+                async with self.services.db.session() as session:
+                    rows = await session.execute(
+                        select(Run.id).where(
+                            Run.id.in_(list(self.tasks)), Run.cancel_requested_at.is_not(None)
+                        )
+                    )
+                    for flagged in rows.scalars():
+                        self._cancel(flagged)
+            except Exception:
+                log.debug("cancel poll failed", exc_info=True)
+
+    def _cancel_flagged(self, flags: dict[str, bool]) -> None:
+        for run_id, cancel in flags.items():
+            if cancel:
+                self._cancel(run_id)
+
+    def _cancel(self, run_id: str) -> None:
+        task = self.tasks.get(run_id)
+        if task is not None and not task.done():
+            log.info("canceling %s", run_id)
+            task.cancel()
+
+    async def _reaper(self, stop: asyncio.Event) -> None:
+        interval = max(0.5, min(self.options.lease_s / 2, 10.0))
+        while not stop.is_set():
+            try:
+                await self.reap()
+            except Exception:
+                log.warning("reaper failed", exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def reap(self) -> list[str]:
+        """Ends runs whose lease expired `interrupted`, and queues retries if configured."""
+        ended: list[str] = []
+        async with self.services.db.session() as session:
+            candidates = await expired_runs(session=session)
+        for run_id in candidates:
+            if run_id in self.tasks:
+                continue  # ours and alive; the heartbeat is just late
+            async with self.services.db.session() as session:
+                run = await get_run(session=session, run_id=run_id, lock=True)
+                await session.refresh(run)
+                if run.status != RunStatus.running.value or (
+                    run.lease_expires_at and run.lease_expires_at > utcnow()
+                ):
+                    continue
+                seen = run.heartbeat_at.isoformat() if run.heartbeat_at else "never"
+                reason = (
+                    f"worker {run.worker_id} vanished: no heartbeat since {seen} "
+                    f"(lease of {self.options.lease_s:g} s expired)"
+                )
+                try:
+                    await transition(
+                        session=session, run_id=run_id, to=RunStatus.interrupted, reason=reason
+                    )
+                except InvalidTransition:
+                    continue
+                retry = await self._retry(session, run)
+                await session.commit()
+            ended.append(run_id)
+            await publish_run_event(self.notifier, run_id, "status", status="interrupted")
+            if retry is not None:
+                await self.notifier.publish(QUEUE, retry)
+        return ended
+
+    async def _retry(self, session: AsyncSession, run: Run) -> str | None:
+        if self.options.retry_interrupted <= 0:
+            return None
+        depth, parent = 0, run
+        while parent.parent_run_id and parent.source == RunSource.rerun.value:
+            depth += 1
+            parent = await get_run(session=session, run_id=parent.parent_run_id)
+        if depth >= self.options.retry_interrupted:
+            return None
+        retry = await create_run(
+            session=session,
+            title=run.title,
+            definition=run.definition,
+            parameters=run.parameters,
+            source=RunSource.rerun,
+            timeout_s=run.timeout_s,
+            workflow_id=run.workflow_id,
+            parent_run_id=run.id,
+            webhook_url=run.webhook_url,
+            proxy=run.proxy,
+            extra_http_headers=run.extra_http_headers,
+            run_with=run.run_with,
+            sealed_secrets=run.sealed_secrets,
+        )
+        await transition(session=session, run_id=retry.id, to=RunStatus.queued)
+        return retry.id

@@ -1,0 +1,113 @@
+"""The run queue: claiming queued runs, leases and heartbeats, finding runs whose worker vanished.
+
+PostgreSQL claims with `FOR UPDATE SKIP LOCKED`; SQLite (one writer at a time) claims with a
+compare-and-set on the status. Either way a run is claimed by exactly one worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import Run, utcnow
+from storage.runs import transition
+from storage.status import RunStatus
+
+
+async def claim_next(
+    *, session: AsyncSession, worker_id: str, lease_s: float, now: datetime | None = None
+) -> Run | None:
+    """Claims the oldest queued run for `worker_id` and marks it running. Commit to keep."""
+    now = now or utcnow()
+    postgres = session.bind.dialect.name == "postgresql" if session.bind else False
+    for _ in range(5):
+        query = (
+            select(Run.id)
+            .where(Run.status == RunStatus.queued.value)
+            .order_by(Run.queued_at, Run.id)
+            .limit(1)
+        )
+        if postgres:
+            query = query.with_for_update(skip_locked=True)
+        run_id = await session.scalar(query)
+        if run_id is None:
+            return None
+        claimed = await session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RunStatus.queued.value)
+            .values(
+                worker_id=worker_id,
+                lease_expires_at=now + timedelta(seconds=lease_s),
+                heartbeat_at=now,
+                attempt=Run.attempt + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 1) != 1:
+            continue  # another worker took it between the select and the update
+        run = await transition(session=session, run_id=run_id, to=RunStatus.running, at=now)
+        await session.refresh(run)
+        return run
+    return None
+
+
+async def heartbeat(
+    *, session: AsyncSession, worker_id: str, run_ids: list[str], lease_s: float
+) -> dict[str, bool]:
+    """Renews the leases this worker holds. Returns, per run, whether a cancel was requested.
+    A run missing from the answer is no longer this worker's (it ended or was taken away)."""
+    if not run_ids:
+        return {}
+    now = utcnow()
+    await session.execute(
+        update(Run)
+        .where(
+            Run.id.in_(run_ids),
+            Run.worker_id == worker_id,
+            Run.status == RunStatus.running.value,
+        )
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
+    )
+    rows = await session.execute(
+        select(Run.id, Run.cancel_requested_at).where(
+            Run.id.in_(run_ids),
+            Run.worker_id == worker_id,
+            Run.status == RunStatus.running.value,
+        )
+    )
+    return {run_id: cancel_at is not None for run_id, cancel_at in rows.all()}
+
+
+async def expired_runs(*, session: AsyncSession, now: datetime | None = None) -> list[str]:
+    now = now or utcnow()
+    rows = await session.execute(
+        select(Run.id).where(
+            Run.status == RunStatus.running.value,
+            Run.lease_expires_at.is_not(None),
+            Run.lease_expires_at < now,
+        )
+    )
+    return list(rows.scalars())
+
+
+async def request_cancel(*, session: AsyncSession, run_id: str) -> Run:
+    """Queued or created runs end at once; a running run is flagged for its worker."""
+    from storage.errors import InvalidTransition
+    from storage.runs import get_run
+
+    run = await get_run(session=session, run_id=run_id, lock=True)
+    await session.refresh(run)
+    status = RunStatus(run.status)
+    if status in (RunStatus.created, RunStatus.queued):
+        return await transition(
+            session=session, run_id=run_id, to=RunStatus.canceled, reason="canceled by a user"
+        )
+    if status is RunStatus.running:
+        if run.cancel_requested_at is None:
+            run.cancel_requested_at = utcnow()
+            await session.flush()
+        return run
+    raise InvalidTransition(run_id, status.value, RunStatus.canceled.value)
