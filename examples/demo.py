@@ -1,7 +1,10 @@
-"""`make run`: serve the demo shop locally and run the bundled example workflow against it."""
+"""`make run`: serve the demo shop locally, run the bundled example workflow against it, then
+serve the API with that run in it (Ctrl-C stops). `--no-serve` stops after the run."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -21,10 +24,27 @@ def start_site() -> SiteServer:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Glassbox demo")
+    parser.add_argument("--no-serve", action="store_true", help="stop after the example run")
+    args = parser.parse_args()
     site = start_site()
     print(f"demo shop at {site.url}", file=sys.stderr)
     try:
-        glassbox(["run", str(EXAMPLE), "--param", f"url={site.url}shop/", *sys.argv[1:]])
+        with contextlib.suppress(SystemExit):
+            glassbox(["run", str(EXAMPLE), "--param", f"url={site.url}shop/"])
+        if args.no_serve:
+            return
+        from api.settings import ServiceSettings
+
+        settings = ServiceSettings()
+        base = f"http://{settings.host}:{settings.port}"
+        print(
+            f"\nThe API serves this run and every other: {base}/api/v1/runs\n"
+            f"OpenAPI docs: {base}/docs   (the demo shop stays up at {site.url}; Ctrl-C stops)",
+            file=sys.stderr,
+        )
+        with contextlib.suppress(SystemExit, KeyboardInterrupt):
+            glassbox(["serve"])
     finally:
         site.stop()
 
