@@ -16,8 +16,11 @@ from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
 from runner import codegen
+from runner.agent import TOOLS as AGENT_TOOLS
+from runner.agent import wire_messages
 from runner.artifacts import ArtifactSink
 from runner.extract import extract_fields, schema_errors
+from runner.llm import Completion, LLMClient, LLMSettings
 from runner.recorder import RunRecorder
 from runner.secrets import SecretMasker
 from runner.settings import RunnerSettings
@@ -97,6 +100,14 @@ class RunExecution:
         self._following: asyncio.Task[bool] | None = None
         self._last_action: tuple[int, int] | None = None
         self.tracing = False
+        self._llm: LLMClient | None = None
+        self.metrics: dict[str, Any] = {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "llm_calls": 0,
+            "cost_usd": 0.0,
+        }
+        self.last_llm: dict[str, Any] | None = None
 
     # --- cards ------------------------------------------------------------------------------
 
@@ -200,10 +211,9 @@ class RunExecution:
             elif isinstance(block, ExtractBlock):
                 await self.run_extract_block(block)
             elif isinstance(block, GoalBlock):
-                raise StepFailed(
-                    f'block "{block.label}": goal blocks need the LLM agent, '
-                    "which this version of Glassbox does not have yet"
-                )
+                from runner.agent import run_goal
+
+                await run_goal(self, block, self.llm())
         except StepFailed as exc:
             error, status = exc.reason, "failed"
             raise
@@ -339,6 +349,68 @@ class RunExecution:
                 **(extra or {}),
             },
         )
+
+    # --- the LLM agent ----------------------------------------------------------------------
+
+    def llm(self) -> LLMClient:
+        if self._llm is None:
+            self._llm = LLMClient(LLMSettings())
+        return self._llm
+
+    async def account_llm(
+        self, step: int, messages: list[dict[str, Any]], completion: Completion, model: str
+    ) -> None:
+        """Stores the prompt and the response (secrets masked) and adds the usage to the run."""
+        name = f"step-{self.step_count:04d}"
+        prompt = {
+            "model": model,
+            "messages": wire_messages(messages),
+            "tools": [t["function"]["name"] for t in AGENT_TOOLS],
+        }
+        prompt_art = await self.sink.put_bytes(
+            ArtifactKind.llm_prompt,
+            f"{name}-prompt.json",
+            json.dumps(self.masker.mask_obj(prompt), ensure_ascii=False, indent=1).encode(),
+            content_type="application/json",
+        )
+        response_art = await self.sink.put_bytes(
+            ArtifactKind.llm_response,
+            f"{name}-response.json",
+            json.dumps(self.masker.mask_obj(completion.raw), ensure_ascii=False, indent=1).encode(),
+            content_type="application/json",
+        )
+        self.metrics["prompt_tokens"] += completion.prompt_tokens
+        self.metrics["completion_tokens"] += completion.completion_tokens
+        self.metrics["llm_calls"] += 1
+        self.metrics["cost_usd"] = round(self.metrics["cost_usd"] + completion.cost_usd, 8)
+        self.last_llm = {
+            "model": model,
+            "step": step,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "cost_usd": completion.cost_usd,
+            "duration_ms": completion.duration_ms,
+            "prompt_artifact_id": prompt_art.id,
+            "response_artifact_id": response_art.id,
+        }
+        async with self.env.db.session() as session:
+            run = await get_run(session=session, run_id=self.run.id)
+            run.metrics = dict(self.metrics)
+            run.step_count = self.step_count
+            await session.commit()
+
+    async def agent_action(
+        self,
+        block: str,
+        step: int,
+        name: str,
+        args: dict[str, Any],
+        observation: Any,
+        placeholders: dict[str, str],
+    ) -> str:
+        from runner.agent import act
+
+        return await act(self, block, step, name, args, observation, placeholders)
 
     async def run_extract_block(self, block: ExtractBlock) -> None:
         assert self.page is not None
@@ -500,7 +572,7 @@ class RunExecution:
                 ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
             ),
         )
-        if status is RunStatus.completed:
+        if status is RunStatus.completed and not self.summary:
             self.summary = self._summary()
         async with self.env.db.session() as session:
             run = await get_run(session=session, run_id=self.run.id)
@@ -510,9 +582,12 @@ class RunExecution:
             )
             run.step_count = self.step_count
             run.action_count = self.action_count
+            run.metrics = dict(self.metrics)
             await transition(session=session, run_id=self.run.id, to=status, reason=reason)
             await session.commit()
         shutil.rmtree(self.spool, ignore_errors=True)
+        if self._llm is not None:
+            await self._guard("llm client", self._llm.close(), 10)
 
     def _summary(self) -> str:
         blocks = len(self.workflow.blocks)

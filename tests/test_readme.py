@@ -6,6 +6,7 @@ from pathlib import Path
 
 from api.cli import build_parser
 from api.settings import ServiceSettings
+from runner.llm import LLMSettings
 from runner.settings import RunnerSettings
 from storage.settings import StorageSettings
 
@@ -13,7 +14,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    for settings in (StorageSettings, RunnerSettings, ServiceSettings):
+    for settings in (StorageSettings, RunnerSettings, ServiceSettings, LLMSettings):
         prefix = settings.model_config.get("env_prefix", "")
         for name in settings.model_fields:
             variable = f"{prefix}{name}".upper()
