@@ -415,10 +415,11 @@ class RunExecution:
     async def run_extract_block(self, block: ExtractBlock) -> None:
         assert self.page is not None
         if not block.fields:
-            raise StepFailed(
-                f'block "{block.label}": extraction with an instruction needs the LLM agent, '
-                "which this version of Glassbox does not have yet"
-            )
+            from runner.agent import extract_with_model
+
+            await self._settle_tabs()
+            await extract_with_model(self, block, self.llm())
+            return
         await self._settle_tabs()
         self.step_count += 1
         video_ms = self.recorder.video_ms()

@@ -219,3 +219,74 @@ async def test_unreachable_provider_fails_with_a_clear_reason(
     assert outcome.status == "failed"
     assert "cannot reach the LLM" in (outcome.run.failure_reason or "")
     assert base.split("/v1")[0] in (outcome.run.failure_reason or "")
+
+
+def extract_workflow(site: SiteServer) -> dict[str, Any]:
+    return {
+        "url": site.url,
+        "blocks": [
+            {
+                "label": "search",
+                "type": "action",
+                "steps": [
+                    {"goto": "{{ url }}shop/search.html?q=lamp&sort=price&in_stock=1"},
+                    {"wait_for": {"selector": ".result"}},
+                ],
+            },
+            {
+                "label": "products",
+                "type": "extract",
+                "instruction": "List the names and prices of the products shown",
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "products": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "price": {"type": "number"},
+                                },
+                                "required": ["name", "price"],
+                            },
+                        }
+                    },
+                    "required": ["products"],
+                },
+            },
+        ],
+    }
+
+
+async def test_extract_block_with_an_instruction(
+    run_workflow: Any, site: SiteServer, llm_env: Any
+) -> None:
+    seen: list[str] = []
+
+    def policy(request: dict[str, Any]) -> Reply:
+        text = json.dumps(request["messages"])
+        seen.append(text)
+        if len(seen) == 1:  # first answer does not match the schema: the model is told
+            return Reply.call("record", {"data": {"products": [{"name": "x"}]}})
+        return Reply.call(
+            "record", {"data": {"products": [{"name": "Glow Reading Lamp", "price": 24.99}]}}
+        )
+
+    with ScriptedLLM(policy) as llm:
+        llm_env(llm)
+        outcome = await run_workflow(extract_workflow(site))
+    assert outcome.status == "completed", outcome.run.failure_reason
+    assert outcome.run.extracted_information == {
+        "products": [{"name": "Glow Reading Lamp", "price": 24.99}]
+    }
+    assert "Glow Reading Lamp" in seen[0], "the page text reaches the model"
+    assert "List the names and prices" in seen[0]
+    assert "'price' is a required property" in seen[1]
+    assert outcome.run.metrics["llm_calls"] == 2
+
+    with ScriptedLLM([Reply.text("no idea")] * 2) as llm:
+        llm_env(llm)
+        outcome = await run_workflow(extract_workflow(site))
+    assert outcome.status == "failed"
+    assert 'block "products"' in (outcome.run.failure_reason or "")
