@@ -28,6 +28,7 @@ from runner.steps import StepEnv, StepFailed, run_step
 from runner.templating import Inputs
 from runner.workflow import ActionBlock, Block, ExtractBlock, GoalBlock, Workflow
 from storage.db import Database
+from storage.errors import InvalidTransition
 from storage.ids import new_id
 from storage.models import Run, TimelineCard
 from storage.objects import ObjectStore
@@ -108,6 +109,7 @@ class RunExecution:
             "cost_usd": 0.0,
         }
         self.last_llm: dict[str, Any] | None = None
+        self.lost = False
 
     # --- cards ------------------------------------------------------------------------------
 
@@ -497,12 +499,24 @@ class RunExecution:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            status, reason = RunStatus.canceled, "canceled by a user"
+            if self.lost:
+                status, reason = RunStatus.interrupted, "the worker lost this run's lease"
+            else:
+                status, reason = RunStatus.canceled, "canceled by a user"
         except Exception as exc:
             log.exception("run %s crashed", self.run.id)
             status, reason = RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
         reason = self.masker.mask_text(reason) if reason else None
-        await self.finish(status, reason)
+        # Finishing keeps the record: it must not be cut short by another cancel.
+        finishing = asyncio.ensure_future(self.finish(status, reason))
+        while True:
+            try:
+                await asyncio.shield(finishing)
+                break
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
         return status
 
     async def _guard(self, what: str, coro: Awaitable[Any], timeout: float = 30) -> Any:
@@ -584,7 +598,13 @@ class RunExecution:
             run.step_count = self.step_count
             run.action_count = self.action_count
             run.metrics = dict(self.metrics)
-            await transition(session=session, run_id=self.run.id, to=status, reason=reason)
+            if self.lost:
+                log.warning("run %s: lost its lease; its status stays %s", self.run.id, run.status)
+            else:
+                try:
+                    await transition(session=session, run_id=self.run.id, to=status, reason=reason)
+                except InvalidTransition as exc:  # ended elsewhere meanwhile (e.g. the reaper)
+                    log.warning("run %s: %s", self.run.id, exc)
             await session.commit()
         shutil.rmtree(self.spool, ignore_errors=True)
         if self._llm is not None:

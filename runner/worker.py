@@ -109,6 +109,9 @@ class Worker:
         self.live = LiveFrames(services, notifier)
         self.env: RunnerEnv | None = None
         self.ready = asyncio.Event()
+        self.executions: dict[str, RunExecution] = {}
+        self._canceling: set[str] = set()
+        self._slot_freed = asyncio.Event()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -131,12 +134,16 @@ class Worker:
                     "worker %s ready (concurrency %d)", self.worker_id, self.options.concurrency
                 )
                 while not stop.is_set():
+                    self._slot_freed.clear()
                     await self._claim_while_free()
-                    waiter = asyncio.ensure_future(queued.get(self.options.poll_s))
-                    stopper = asyncio.ensure_future(stop.wait())
-                    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    stopper.cancel()
+                    waits = {
+                        asyncio.ensure_future(queued.get(self.options.poll_s)),
+                        asyncio.ensure_future(stop.wait()),
+                        asyncio.ensure_future(self._slot_freed.wait()),
+                    }
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for waiting in waits:
+                        waiting.cancel()
                 await self._stop_runs()
         finally:
             for task in background:
@@ -163,6 +170,9 @@ class Worker:
         for run_id, known in list(self.tasks.items()):
             if known is task:
                 del self.tasks[run_id]
+                self.executions.pop(run_id, None)
+                self._canceling.discard(run_id)
+        self._slot_freed.set()  # a queued run may be waiting for this slot
 
     async def _execute(self, run: Run) -> RunStatus:
         assert self.env is not None
@@ -176,7 +186,9 @@ class Worker:
                 await session.commit()
             await publish_run_event(self.notifier, run.id, "status", status="failed")
             return RunStatus.failed
-        status = await RunExecution(self.env, run, workflow, inputs).execute()
+        execution = RunExecution(self.env, run, workflow, inputs)
+        self.executions[run.id] = execution
+        status = await execution.execute()
         await self.live.forget(run.id)
         await publish_run_event(self.notifier, run.id, "status", status=status.value)
         return status
@@ -198,16 +210,20 @@ class Worker:
             await asyncio.sleep(self.options.heartbeat_s)
             if not self.tasks:
                 continue
+            sent = list(self.tasks)
             try:
                 async with self.services.db.session() as session:
                     flags = await heartbeat(
                         session=session,
                         worker_id=self.worker_id,
-                        run_ids=list(self.tasks),
+                        run_ids=sent,
                         lease_s=self.options.lease_s,
                     )
                     await session.commit()
                 self._cancel_flagged(flags)
+                for run_id in sent:
+                    if run_id not in flags:
+                        self._lost(run_id)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
 
@@ -239,9 +255,19 @@ class Worker:
 
     def _cancel(self, run_id: str) -> None:
         task = self.tasks.get(run_id)
-        if task is not None and not task.done():
+        if task is not None and not task.done() and run_id not in self._canceling:
+            self._canceling.add(run_id)  # once: a second cancel would cut the recording short
             log.info("canceling %s", run_id)
             task.cancel()
+
+    def _lost(self, run_id: str) -> None:
+        """The run is no longer ours (its lease expired and it was ended elsewhere): stop it
+        without touching its status, so it never runs beside a retry."""
+        execution = self.executions.get(run_id)
+        if execution is not None:
+            execution.lost = True
+        log.warning("lost the lease of %s; stopping it", run_id)
+        self._cancel(run_id)
 
     async def _reaper(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(self.options.lease_s / 2, 10.0))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from storage.db import _ensure_sqlite_dir, sync_url
 
@@ -27,6 +27,9 @@ def upgrade(url: str, revision: str = "head") -> None:
     config = alembic_config(url)
     engine = create_engine(sync_url(url), poolclass=pool.NullPool)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Processes starting together must not race on the same migration.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7715001)"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
     engine.dispose()

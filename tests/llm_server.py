@@ -23,7 +23,6 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -433,8 +432,15 @@ class _Handler(BaseHTTPRequestHandler):
         if owner.strict and (problem := validate_request(body)):
             self._answer_error(exchange, 400, error_body(problem))
             return
+        model = str(body.get("model") or owner.model)
         try:
-            reply = owner.policy(body)
+            reply = owner.policy(json.loads(raw))  # a copy: the record stays as received
+            if not isinstance(reply, Reply):
+                raise TypeError(f"the policy returned {reply!r}, not a Reply")
+            payload = None
+            if not (reply.drop or reply.is_error or body.get("stream")):
+                payload = completion_json(body, reply, exchange_number(owner, exchange), model)
+                json.dumps(payload)  # arguments the policy gave must be JSON-able
         except Exception as exc:  # the test's policy is broken: say so loudly
             owner.errors.append(f"{type(exc).__name__}: {exc}")
             self._answer_error(exchange, 500, error_body(f"policy failed: {exc}", "server_error"))
@@ -447,12 +453,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
         elif reply.is_error:
             self._answer_error(exchange, reply.status, reply.body, reply.headers)
-        elif body.get("stream"):
-            self._stream(exchange, body, reply)
+        elif payload is None:
+            self._stream(exchange, body, reply, model)
         else:
-            response = completion_json(body, reply, exchange_number(owner, exchange), owner.model)
-            exchange.status, exchange.response = 200, response
-            self._send_json(200, response, reply.headers)
+            exchange.status, exchange.response = 200, payload
+            self._send_json(200, payload, reply.headers)
 
     def _answer_error(
         self, exchange: Exchange, status: int, body: Any, headers: Mapping[str, str] | None = None
@@ -464,9 +469,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(status, body, headers)
 
-    def _stream(self, exchange: Exchange, body: JSON, reply: Reply) -> None:
+    def _stream(self, exchange: Exchange, body: JSON, reply: Reply, model: str) -> None:
         owner = self.server.owner
-        chunks = stream_chunks(body, reply, exchange_number(owner, exchange), owner.model)
+        chunks = stream_chunks(body, reply, exchange_number(owner, exchange), model)
         exchange.status, exchange.response = 200, chunks
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -821,13 +826,3 @@ def previous_tool_calls(request: Mapping[str, Any]) -> list[tuple[str, str]]:
 def step_index(request: Mapping[str, Any]) -> int:
     """How many tool calls the assistant made before this request (the step being decided)."""
     return len(previous_tool_calls(request))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `predicate` until true or `timeout` seconds pass (for assertions across threads)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
