@@ -41,7 +41,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ValidationFailed)
     async def _invalid(_request: Request, exc: ValidationFailed) -> JSONResponse:
-        return field_error(exc.field, exc.message)
+        return field_error(exc.field, exc.message, prefix=(exc.location,))
 
     @app.exception_handler(ConfigurationError)
     async def _config(_request: Request, exc: ConfigurationError) -> JSONResponse:

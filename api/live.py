@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from runner.session import Services
+from storage.errors import NotFound
 from storage.models import LiveFrame
 from storage.notify import RUN, LocalNotifier
 from storage.records import card_record
@@ -119,6 +120,12 @@ async def live(websocket: WebSocket, run_id: str) -> None:
     """JPEG frames of the browser while the run goes; closes when it ends."""
     services: Services = websocket.app.state.services
     notifier: LocalNotifier = websocket.app.state.notifier
+    async with services.db.session() as session:
+        try:
+            await get_run(session=session, run_id=run_id)
+        except NotFound:
+            await websocket.close(code=4404, reason=f"run {run_id} not found")
+            return
     sub = notifier.subscribe(RUN)
     await websocket.accept()
     try:

@@ -40,26 +40,30 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
     url = f"{base_url}/api/v1/runs"
     json_marker = json.dumps(_MARK.format("X"))[1:-1].replace("X", "{}")
 
-    # curl: a heredoc; unquoted only when secrets must be expanded, so escape $ ` and \.
-    def sh_escape(text: str) -> str:
-        return text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
-
+    # curl: with secrets, jq builds the body so any value is JSON-escaped properly.
     if secrets:
-        data = pretty
+        filter_text = pretty
         for name in secrets:
-            data = data.replace(json_marker.format(name), f"\u0001{constant_name(name)}\u0001")
-        data = sh_escape(data)
-        for name in secrets:
-            data = data.replace(f"\u0001{constant_name(name)}\u0001", f"${{{constant_name(name)}}}")
-        heredoc = f"<<JSON\n{data}\nJSON"
+            quoted = '"' + json_marker.format(name) + '"'
+            filter_text = filter_text.replace(quoted, f"${constant_name(name)}")
+        args = " ".join(
+            f'--arg {constant_name(n)} "${{{constant_name(n)}:?set {constant_name(n)}}}"'
+            for n in secrets
+        )
+        curl = (
+            f"jq -n {args} \"$(cat <<'JSON'\n{filter_text}\nJSON\n)\" |\n"
+            f"curl -sS -X POST '{url}' \\\n"
+            "  -H 'Content-Type: application/json' \\\n"
+            '  -H "X-API-Key: ${GLASSBOX_API_KEY:-}" \\\n'
+            "  --data-binary @-\n"
+        )
     else:
-        heredoc = f"<<'JSON'\n{pretty}\nJSON"
-    curl = (
-        f"curl -sS -X POST '{url}' \\\n"
-        "  -H 'Content-Type: application/json' \\\n"
-        '  -H "X-API-Key: ${GLASSBOX_API_KEY:-}" \\\n'
-        f"  --data-binary @- {heredoc}\n"
-    )
+        curl = (
+            f"curl -sS -X POST '{url}' \\\n"
+            "  -H 'Content-Type: application/json' \\\n"
+            '  -H "X-API-Key: ${GLASSBOX_API_KEY:-}" \\\n'
+            f"  --data-binary @- <<'JSON'\n{pretty}\nJSON\n"
+        )
 
     py_body = repr_python(body, secrets)
     python = (
@@ -71,10 +75,13 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
     )
 
     ps_data = pretty.replace("'", "''")
+    ps_fill = ""
     for name in secrets:
-        ps_data = ps_data.replace(json_marker.format(name), f"' + $env:{constant_name(name)} + '")
+        const = constant_name(name)
+        ps_data = ps_data.replace('"' + json_marker.format(name) + '"', f"__{const}__")
+        ps_fill += f".Replace('__{const}__', (ConvertTo-Json ([string]$env:{const})))"
     powershell = (
-        f"$body = '{ps_data}'\n"
+        f"$body = ('{ps_data}'){ps_fill}\n"
         f"Invoke-RestMethod -Method Post -Uri '{url}' -ContentType 'application/json' "
         "-Headers @{ 'X-API-Key' = $env:GLASSBOX_API_KEY } -Body $body\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -135,9 +135,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, run_id = base64.urlsafe_b64decode(padded).decode().split("|", 1)
-        return datetime.fromisoformat(created), run_id
+        when = datetime.fromisoformat(created)
     except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("cursor", "not a cursor from a previous page") from None
+        raise ValidationFailed(
+            "cursor", "not a cursor from a previous page", location="query"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), run_id
 
 
 @router.get("/runs", summary="List runs, newest first")
@@ -155,6 +158,8 @@ async def list_runs(
     if workflow_id:
         filters.append(Run.workflow_id == workflow_id)
     if source:
+        if source not in RunSource.__members__:
+            raise ValidationFailed("source", f"unknown source {source!r}", location="query")
         filters.append(Run.source == source)
     if q:
         pattern = f"%{q.lower()}%"
@@ -164,7 +169,7 @@ async def list_runs(
         wanted = [s.strip() for s in status.split(",") if s.strip()]
         unknown = [s for s in wanted if s not in RunStatus.__members__]
         if unknown:
-            raise ValidationFailed("status", f"unknown status {unknown[0]!r}")
+            raise ValidationFailed("status", f"unknown status {unknown[0]!r}", location="query")
         status_filter.append(Run.status.in_(wanted))
     query = select(Run).where(*filters, *status_filter)
     if cursor:

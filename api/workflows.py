@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from api.deps import SessionDep
+from api.deps import ServicesDep, SessionDep
 from api.schemas import WorkflowCreate
 from runner.workflow import parse_workflow, workflow_to_json
 from storage.errors import NotFound, ValidationFailed
@@ -28,15 +28,37 @@ def record(workflow: Workflow) -> dict[str, Any]:
     }
 
 
-def _checked(body: WorkflowCreate) -> tuple[str, dict[str, Any]]:
+def _checked(body: WorkflowCreate, schemes: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     try:
         workflow = parse_workflow(body.definition)
+        _check_static_urls(workflow, schemes)
     except ValidationFailed as exc:
         raise ValidationFailed(
             f"definition.{exc.field}" if exc.field else "definition", exc.message
         ) from None
+    for name, parameter in workflow.parameters.items():
+        if parameter.secret and parameter.default is not None:
+            raise ValidationFailed(
+                f"definition.parameters.{name}.default",
+                "a saved workflow cannot keep a secret's value; give it with each run",
+            )
     # Stored as normalized JSON; secret defaults are masked, never stored in clear.
     return body.title or workflow.title, workflow_to_json(workflow)
+
+
+def _check_static_urls(workflow: Any, schemes: tuple[str, ...]) -> None:
+    """URLs without templates are checked now; the others when a run renders them."""
+    from urllib.parse import urlsplit
+
+    def check(url: str | None, field: str) -> None:
+        if url and "{{" not in url and urlsplit(url).scheme.lower() not in schemes:
+            raise ValidationFailed(field, f"URL scheme {urlsplit(url).scheme!r} is not allowed")
+
+    check(workflow.url, "url")
+    for i, block in enumerate(workflow.blocks):
+        for j, step in enumerate(getattr(block, "steps", [])):
+            if step.verb == "goto":
+                check(step.args.url, f"blocks[{i}].steps[{j}].goto.url")
 
 
 async def _get(session: Any, workflow_id: str) -> Workflow:
@@ -47,8 +69,10 @@ async def _get(session: Any, workflow_id: str) -> Workflow:
 
 
 @router.post("/workflows", status_code=201, summary="Save a workflow")
-async def create(body: WorkflowCreate, session: SessionDep) -> dict[str, Any]:
-    title, definition = _checked(body)
+async def create(
+    body: WorkflowCreate, session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
+    title, definition = _checked(body, services.runner.url_schemes)
     workflow = Workflow(id=new_id("wf"), title=title, definition=definition)
     session.add(workflow)
     await session.commit()
@@ -69,9 +93,11 @@ async def get(workflow_id: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.put("/workflows/{workflow_id}", summary="Replace a saved workflow")
-async def replace(workflow_id: str, body: WorkflowCreate, session: SessionDep) -> dict[str, Any]:
+async def replace(
+    workflow_id: str, body: WorkflowCreate, session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
     workflow = await _get(session, workflow_id)
-    workflow.title, workflow.definition = _checked(body)
+    workflow.title, workflow.definition = _checked(body, services.runner.url_schemes)
     workflow.updated_at = utcnow()
     await session.commit()
     return record(workflow)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.models import Run, utcnow
@@ -98,16 +98,26 @@ async def request_cancel(*, session: AsyncSession, run_id: str) -> Run:
     from storage.errors import InvalidTransition
     from storage.runs import get_run
 
-    run = await get_run(session=session, run_id=run_id, lock=True)
-    await session.refresh(run)
-    status = RunStatus(run.status)
-    if status in (RunStatus.created, RunStatus.queued):
+    waiting = {RunStatus.created, RunStatus.queued}
+    try:
+        # Only from a waiting status: a worker may claim the run at this very moment.
         return await transition(
-            session=session, run_id=run_id, to=RunStatus.canceled, reason="canceled by a user"
+            session=session,
+            run_id=run_id,
+            to=RunStatus.canceled,
+            reason="canceled by a user",
+            expect=waiting,
         )
-    if status is RunStatus.running:
-        if run.cancel_requested_at is None:
-            run.cancel_requested_at = utcnow()
-            await session.flush()
+    except InvalidTransition:
+        pass
+    flagged = await session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.running.value)
+        .values(cancel_requested_at=func.coalesce(Run.cancel_requested_at, utcnow()))
+        .execution_options(synchronize_session=False)
+    )
+    run = await get_run(session=session, run_id=run_id)
+    await session.refresh(run)
+    if getattr(flagged, "rowcount", 0) == 1:
         return run
-    raise InvalidTransition(run_id, status.value, RunStatus.canceled.value)
+    raise InvalidTransition(run_id, run.status, RunStatus.canceled.value)

@@ -72,13 +72,14 @@ async def transition(
     to: RunStatus,
     reason: str | None = None,
     at: datetime | None = None,
+    expect: set[RunStatus] | None = None,
 ) -> Run:
     """Locks the run, checks the move against the state machine, records it in the history."""
     run = await get_run(session=session, run_id=run_id, lock=True)
     # Another session may have changed the row since it was loaded into this one.
     await session.refresh(run)
     current = RunStatus(run.status)
-    if not can_transition(current, to):
+    if not can_transition(current, to) or (expect is not None and current not in expect):
         raise InvalidTransition(run_id, current.value, to.value)
     now = at or utcnow()
     # Compare-and-set: SQLite has no row locks, so the status written must still be the one read.
