@@ -2,9 +2,10 @@
 workers Debian's Chromium and ffmpeg.
 
 No Docker engine is needed. The compose file is read with PyYAML (anchors and `<<` merges
-resolved) and its `${VAR:-default}` interpolation is applied here the way Compose applies it,
-once with the defaults and once with every variable overridden, so that "the database URL
-carries the postgres service's password" holds whatever an operator puts in docker/.env.
+resolved) and resolved here the way Compose resolves it -- `${VAR:-default}` interpolation, and
+`NAME:` entries without a value taken from the environment or left unset -- once with the
+defaults and once with every variable overridden, so that "the database URL carries the
+postgres service's password" holds whatever an operator puts in docker/.env.
 `docker compose config` runs only when the docker CLI has the compose plugin.
 """
 
@@ -28,6 +29,7 @@ from cryptography.fernet import Fernet
 from api.auth import is_loopback
 from api.cli import build_parser
 from api.settings import ServiceSettings
+from runner.llm import LLMSettings
 from runner.settings import RunnerSettings
 from storage.objects import S3ObjectStore, open_store
 from storage.sealing import load_key
@@ -144,6 +146,9 @@ OVERRIDES = {
     "POSTGRES_PASSWORD": "pg-password-override",
     "MINIO_ROOT_USER": "minio-user-override",
     "MINIO_ROOT_PASSWORD": "minio-password-override",
+    "GLASSBOX_LLM_BASE_URL": "http://llm.example.com/v1",
+    "GLASSBOX_LLM_API_KEY": "llm-key",
+    "GLASSBOX_LLM_MODEL": "a-model",
 }
 ENVIRONMENTS = {
     "defaults": {"GLASSBOX_SECRET_KEY": SECRET_KEY},
@@ -151,11 +156,24 @@ ENVIRONMENTS = {
 }
 
 
+def resolve_compose(env: Mapping[str, str]) -> dict[str, Any]:
+    """The compose file as Compose sees it with `env` (the shell plus docker/.env)."""
+    resolved: dict[str, Any] = resolve(raw_compose(), env)
+    for service in (resolved.get("services") or {}).values():
+        environment = service.get("environment")
+        if isinstance(environment, dict):
+            # `NAME:` with no value: the operator's value if there is one, else unset.
+            service["environment"] = {
+                name: env[name] if value is None else value
+                for name, value in environment.items()
+                if value is not None or name in env
+            }
+    return resolved
+
+
 @pytest.fixture(params=sorted(ENVIRONMENTS))
 def compose(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The compose file as Compose would see it with that docker/.env."""
-    resolved: dict[str, Any] = resolve(raw_compose(), ENVIRONMENTS[request.param])
-    return resolved
+    return resolve_compose(ENVIRONMENTS[request.param])
 
 
 def services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -236,7 +254,7 @@ def waits_for(all_services: Mapping[str, Any], name: str) -> dict[str, str]:
 
 def known_variables() -> set[str]:
     names = set(EXTRA_VARIABLES)
-    for settings in (StorageSettings, RunnerSettings, ServiceSettings):
+    for settings in (StorageSettings, RunnerSettings, ServiceSettings, LLMSettings):
         prefix = str(settings.model_config.get("env_prefix", ""))
         names.update(f"{prefix}{field}".upper() for field in settings.model_fields)
     return names
@@ -441,7 +459,7 @@ def test_glassbox_services_share_storage_and_secret_key(compose: dict[str, Any])
 def test_secret_key_must_come_from_the_operator() -> None:
     """No sealing key is baked into the file: without one, Compose refuses to start."""
     with pytest.raises(MissingVariable, match="GLASSBOX_SECRET_KEY"):
-        resolve(raw_compose(), {})
+        resolve_compose({})
     assert "GLASSBOX_SECRET_KEY" in variables_in_compose()
 
 
@@ -457,6 +475,10 @@ def test_the_code_accepts_the_settings(compose: dict[str, Any], glassbox_env: No
             storage = StorageSettings()
             service = ServiceSettings()
             runner = RunnerSettings()
+            llm = LLMSettings()
+        # An empty value is not "unset": GLASSBOX_LLM_BASE_URL="" would be an empty endpoint.
+        empty = sorted(k for k, v in env.items() if k.startswith("GLASSBOX_") and v == "")
+        assert not empty, f"{name} sets {empty} to empty strings; leave them unset instead"
         assert storage.resolved_database_url == env["GLASSBOX_DATABASE_URL"]
         assert storage.s3_secure is False
         store = open_store(storage)
@@ -468,6 +490,8 @@ def test_the_code_accepts_the_settings(compose: dict[str, Any], glassbox_env: No
         )
         assert runner.chromium == "/usr/bin/chromium"
         assert runner.auto_migrate is True
+        if "GLASSBOX_LLM_BASE_URL" in env:
+            assert llm.llm_base_url == env["GLASSBOX_LLM_BASE_URL"]
 
 
 def test_dependencies_are_healthy_before_glassbox_starts(compose: dict[str, Any]) -> None:

@@ -133,11 +133,18 @@ async def test_goal_block_completes_through_the_protocol(
 async def test_terminate_ends_the_run_terminated(
     run_workflow: Any, site: SiteServer, llm_env: Any
 ) -> None:
+    prices = {"scripted": {"prompt": 3.0, "completion": 15.0}}  # USD per 1M tokens
     with ScriptedLLM([Reply.call("terminate", {"reason": "no account for ada"})]) as llm:
-        llm_env(llm)
+        llm_env(llm, GLASSBOX_LLM_PRICES=json.dumps(prices))
         outcome = await run_workflow(login_goal(site), {"password": SECRET})
+        usage = llm.exchanges[0].response["usage"]
     assert outcome.status == "terminated"
     assert "no account for ada" in (outcome.run.failure_reason or "")
+    metrics = outcome.run.metrics
+    assert metrics["prompt_tokens"] == usage["prompt_tokens"]
+    assert metrics["completion_tokens"] == usage["completion_tokens"]
+    expected = (usage["prompt_tokens"] * 3.0 + usage["completion_tokens"] * 15.0) / 1_000_000
+    assert metrics["cost_usd"] == pytest.approx(expected)
 
 
 async def test_max_steps_fails_saying_so(run_workflow: Any, site: SiteServer, llm_env: Any) -> None:

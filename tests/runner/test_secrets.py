@@ -504,7 +504,9 @@ async def test_real_chromium_har_and_trace_are_masked(tmp_path: Path, login_serv
             await page.goto(login_server + "/")
             await page.fill("#user", USER)
             await page.locator("#pw").press_sequentially(SECRET)
-            await page.click("#go")
+            async with page.expect_response(lambda r: "/bin?" in r.url) as binary:
+                await page.click("#go")
+            await (await binary.value).body()  # the HAR keeps the body once it was read
             await page.wait_for_function("document.title === 'checked'")
             html_path.write_text(await page.content())
             await page.click("#submit")
