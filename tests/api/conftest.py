@@ -206,9 +206,10 @@ def postgresql_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         yield service
 
 
-@pytest.fixture
+@pytest.fixture(params=BACKENDS)
 def service(request: pytest.FixtureRequest) -> Iterator[Service]:
-    """The module's service on SQLite, or on the backend given by indirect parametrization.
+    """The module's service, on SQLite and on PostgreSQL: the whole API suite runs on both
+    (a test may narrow it with an indirect parametrization).
     Its output during the test is printed at teardown (shown by pytest on failure)."""
     backend = getattr(request, "param", "sqlite")
     found: Service = request.getfixturevalue(f"{backend}_service")

@@ -16,15 +16,19 @@ from runner.browser import CHROMIUM_ARGS, find_chromium
 from runner.settings import RunnerSettings
 from tests.api.conftest import Service, create_run, shop_workflow, wait_status
 
+_RECORDED: dict[str, dict[str, Any]] = {}
 
-@pytest.fixture(scope="module")
-def recorded(sqlite_service: Service, site: SiteServer) -> dict[str, Any]:
-    """One finished shop search (video, trace, screenshots, a CSV download, …)."""
-    with httpx.Client(base_url=sqlite_service.api, timeout=30) as http:
-        created = create_run(http, shop_workflow(site))
-        record = wait_status(http, created["id"], timeout=90)
-    assert record["status"] == "completed", record["failure_reason"]
-    return record
+
+@pytest.fixture
+def recorded(service: Service, site: SiteServer) -> dict[str, Any]:
+    """One finished shop search per backend (video, trace, screenshots, a CSV download, …)."""
+    if service.backend not in _RECORDED:
+        with httpx.Client(base_url=service.api, timeout=30) as http:
+            created = create_run(http, shop_workflow(site))
+            record = wait_status(http, created["id"], timeout=90)
+        assert record["status"] == "completed", record["failure_reason"]
+        _RECORDED[service.backend] = record
+    return _RECORDED[service.backend]
 
 
 def artifact(record: dict[str, Any], kind: str) -> dict[str, Any]:
