@@ -21,6 +21,7 @@ from runner.agent import wire_messages
 from runner.artifacts import ArtifactSink
 from runner.extract import extract_fields, schema_errors
 from runner.llm import Completion, LLMClient, LLMSettings
+from runner.observe import track_click_listeners
 from runner.recorder import RunRecorder
 from runner.secrets import SecretMasker
 from runner.settings import RunnerSettings
@@ -468,6 +469,7 @@ class RunExecution:
             options["extra_http_headers"] = self.run.extra_http_headers
         self.context = await self.env.browser.new_context(**options)
         self.context.set_default_timeout(settings.step_timeout_ms)
+        await track_click_listeners(self.context)
         page = await self.context.new_page()
         self.page = page
         self.recorder.watch(page)

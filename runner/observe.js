@@ -4,6 +4,13 @@
 // (and each iframe it descended into with data-glassbox-frame) and returns a JSON string.
 // Keep it self-contained: one function expression taking one argument.
 (args) => {
+  // Elements given click listeners with addEventListener (recorded by CLICK_LISTENER_SCRIPT,
+  // which Glassbox installs in every page before the page's own scripts run).
+  const hasClickListener = (el) => {
+    const view = el.ownerDocument && el.ownerDocument.defaultView;
+    const targets = view && view.__glassboxClickTargets;
+    return !!(targets && targets.has(el));
+  };
   const N_ATTR = "data-glassbox-n";
   const STEP_ATTR = "data-glassbox-step";
   const FRAME_ATTR = "data-glassbox-frame";
@@ -289,6 +296,7 @@
         editableRoot(el) ||
         el.hasAttribute("onclick") ||
         typeof el.onclick === "function" ||
+        hasClickListener(el) ||
         (el.hasAttribute("tabindex") && parseInt(el.getAttribute("tabindex"), 10) >= 0) ||
         (pointer && !ctx.parentPointer && !ctx.inCandidate);
       if (tag === "input" && type === "hidden") candidate = false;

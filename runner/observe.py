@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import ElementHandle, Error, Frame, Page
+from playwright.async_api import BrowserContext, ElementHandle, Error, Frame, Page
 
 TEXT_LIMIT = 80  # characters of an element's text
 VALUE_LIMIT = 80  # characters of an attribute value (href, value, id...)
@@ -344,3 +344,24 @@ async def element_handle(page: Page, observation: Observation, index: int) -> El
         if handle is not chosen:
             await handle.dispose()
     return chosen
+
+
+# Installed in every page before its own scripts: remembers which elements got click-like
+# listeners through addEventListener, so the observation can list them as interactive.
+CLICK_LISTENER_SCRIPT = """
+(() => {
+  if (window.__glassboxClickTargets) return;
+  const targets = new WeakSet();
+  Object.defineProperty(window, "__glassboxClickTargets", { value: targets });
+  const kinds = new Set(["click", "mousedown", "mouseup", "pointerdown", "pointerup"]);
+  const original = EventTarget.prototype.addEventListener;
+  EventTarget.prototype.addEventListener = function (type, listener, options) {
+    if (kinds.has(type) && this instanceof Element) targets.add(this);
+    return original.call(this, type, listener, options);
+  };
+})();
+"""
+
+
+async def track_click_listeners(context: BrowserContext) -> None:
+    await context.add_init_script(CLICK_LISTENER_SCRIPT)

@@ -433,3 +433,26 @@ async def test_many_links_are_capped_and_fast(page: Page) -> None:
     assert len(capped.elements) == 300 and capped.elements_truncated
     assert capped.elements_text().splitlines()[-1].startswith("… more interactive elements")
     assert await page.evaluate("document.querySelectorAll('[data-glassbox-n]').length") == 300
+
+
+async def test_elements_with_click_listeners_are_listed() -> None:
+    from playwright.async_api import async_playwright
+
+    from runner.browser import launch
+    from runner.observe import observe, track_click_listeners
+    from runner.settings import RunnerSettings
+
+    html = """<div id=plain>Just text</div><div id=live>Open the menu</div>
+    <script>document.getElementById('live').addEventListener('click', () => {
+      document.title = 'clicked'; });</script>"""
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, RunnerSettings())
+        context = await browser.new_context()
+        await track_click_listeners(context)
+        page = await context.new_page()
+        await page.set_content(html)
+        observation = await observe(page)
+        texts = [e.text for e in observation.elements]
+        await browser.close()
+    assert "Open the menu" in texts
+    assert "Just text" not in texts
