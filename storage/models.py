@@ -118,7 +118,12 @@ class Run(Base):
     webhook_next_at: Mapped[datetime | None] = mapped_column()
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
-    __table_args__ = (Index("ix_runs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_runs_status_created", "status", "created_at"),
+        # The run list: newest first (keyset on created_at, id) and per-status counts.
+        Index("ix_runs_archived_created_id", "archived", "created_at", "id"),
+        Index("ix_runs_archived_status", "archived", "status"),
+    )
 
 
 class RunStatusChange(Base):
