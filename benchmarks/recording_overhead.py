@@ -76,6 +76,7 @@ from storage.status import RunSource, RunStatus  # noqa: E402
 from storage.timeline import list_cards  # noqa: E402
 
 TARGET = 1.15
+QUIET_CORES = 0.25  # other processes' average CPU use above which a measurement is noisy
 REFERENCE = 1.14  # Playwright's own video + trace + HAR on the reference machine
 WAIT_RESULTS_MS = 5000
 
@@ -191,6 +192,7 @@ class Timing:
     actions: float  # the steps themselves
     finish: float  # after the last action until done (recording finalized, context closed)
     cpu: float = float("nan")  # CPU seconds of all processes (Python, driver, Chromium, ffmpeg)
+    others: float = float("nan")  # cores used meanwhile by processes not ours (interference)
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -416,6 +418,17 @@ def tree_cpu_seconds() -> float | None:
     return total
 
 
+def system_busy_seconds() -> float | None:
+    """CPU time the whole machine spent busy (all cores; steal included), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    values = [int(v) for v in fields[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
 # --- machine --------------------------------------------------------------------------------
 
 
@@ -466,6 +479,7 @@ def playwright_version() -> str:
 class Results:
     rounds: list[dict[str, Timing]] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    others: list[float] = field(default_factory=list)
     orders: list[list[str]] = field(default_factory=list)
 
 
@@ -482,11 +496,17 @@ async def run_variant(
 ) -> Timing:
     gc.collect()
     await asyncio.sleep(settle_s)  # let the previous run's processes wind down
-    before = tree_cpu_seconds()
+    busy_before, before, started = system_busy_seconds(), tree_cpu_seconds(), time.perf_counter()
     timing = await run(plan)
-    after = tree_cpu_seconds()
+    busy_after, after, wall = (
+        system_busy_seconds(),
+        tree_cpu_seconds(),
+        time.perf_counter() - started,
+    )
     if before is not None and after is not None:
         timing.cpu = after - before
+        if busy_before is not None and busy_after is not None:
+            timing.others = max(0.0, (busy_after - busy_before) - timing.cpu) / wall
     return timing
 
 
@@ -567,7 +587,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             results = Results()
             cols = "".join(f"{n + ' wall/cpu':>32}" for n in names)
             ratio_cols = "   rec/bare" + ("    pw/bare" if pw is not None else "")
-            print(f"\nround  order{cols}{ratio_cols}   load1")
+            print(f"\nround  order{cols}{ratio_cols}   others  load1")
             for index in range(args.rounds):
                 shift = index % len(names)
                 order = names[shift:] + names[:shift]
@@ -585,7 +605,9 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 line += f"{timings[RECORDED].total / timings[BARE].total:>11.3f}"
                 if pw is not None:
                     line += f"{timings[PW_REC].total / timings[BARE].total:>11.3f}"
-                line += f"   {load1:5.2f}"
+                busy = max(t.others for t in timings.values())
+                results.others.append(busy)
+                line += f"   {busy:4.2f}c  {load1:5.2f}"
                 print(line, flush=True)
         return summarize(args, results, names, actions, video_source, pw)
     finally:
@@ -622,19 +644,14 @@ def print_header(
         "HAR" if settings.har else "NO HAR",
         "screenshots, console, code",
     ]
+    annotate = getattr(settings, "annotate_actions", None)  # newer settings
+    if annotate is not None:
+        recording.insert(1, f"action annotations: {annotate}")
     default = RunnerSettings.model_construct()
     changed = [
         name
-        for name in (
-            "video_fps",
-            "video_quality",
-            "trace",
-            "har",
-            "viewport_width",
-            "viewport_height",
-            "headless",
-        )
-        if getattr(settings, name) != getattr(default, name)
+        for name, value in settings.model_dump().items()
+        if value != getattr(default, name, value)
     ]
     print(
         f"workflow: {len(plan)} searches x 7 steps + 1 extract = {actions} actions "
@@ -720,19 +737,26 @@ def summarize(
     loads = results.loads
     l1, l5, l15 = load()
     print(
-        f"\nload1 during rounds: min {min(loads):.2f}, max {max(loads):.2f}; "
-        f"at end {l1:.2f} {l5:.2f} {l15:.2f}"
+        f"\nload1 after each round (this benchmark's own processes included): "
+        f"min {min(loads):.2f}, max {max(loads):.2f}; at end {l1:.2f} {l5:.2f} {l15:.2f}"
     )
-    cores = os.cpu_count() or 1
-    if max(loads) > cores:
+    others = [o for o in results.others if o == o]  # not NaN
+    if others:
         print(
-            f"WARNING: load went above {cores} (the core count): other work competed for the "
-            "CPU; the ratio is noisy -- re-run on a quiet machine."
+            "others (cores busy with processes not belonging to this benchmark, worst variant "
+            f"of the round): median {statistics.median(others):.2f}, max {max(others):.2f}"
         )
+        if statistics.median(others) > QUIET_CORES:
+            print(
+                f"WARNING: other processes kept {statistics.median(others):.2f} cores busy (of "
+                f"{os.cpu_count()}): the timings are inflated and noisy -- re-run on a quiet "
+                "machine (or see benchmarks/README.md)."
+            )
     summary = {
         "rounds": [{n: vars(t) for n, t in r.items()} for r in rounds],
         "orders": results.orders,
         "loads": loads,
+        "others_cores": results.others,
         "medians_s": med,
         "median_ratio": ratio,
         "ratio_of_medians": ratio_of_medians,

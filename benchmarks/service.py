@@ -28,14 +28,17 @@ Phases (`--phases`, default all):
   topologies.
 * list -- GET /api/v1/runs latency (`glassbox serve --workers 0`) with 1,000 runs in the
   database, then with 100,000 (bulk-inserted with SQLAlchemy core: statuses, sources, titles
-  and `created_at` spread over 90 days like a busy installation): the first page (limit 50), a
-  deep page via a cursor half-way down, a common status (`failed`), a rare one
-  (`running`), a `q=` search that matches about 1 run in 8 and one that matches nothing.
-  Median and p95 of `--repeats` requests after 2 warm-ups, and the ratio 100k / 1k.
+  and `created_at` spread over 90 days like a busy installation; PostgreSQL gets the ANALYZE
+  autovacuum would run): the first page (limit 50), a deep page via a cursor half-way down, a
+  common status (`failed`, 12 %), a rare one (`running`, 0.5 %), a `q=` search that matches
+  about 1 run in 8 and one that matches nothing. Median and p95 of `--repeats` requests after
+  2 warm-ups, and the ratio to the 1,000-run baseline.
 * throughput -- `--throughput-runs` runs of examples/shop.yaml (against the demo site) queued at
   once to `glassbox serve --workers 1` with GLASSBOX_CONCURRENCY=1, 2, 4, after one warm-up
-  run. Completed runs per minute = runs / (last finished_at - first queued_at), and the ratio
-  to concurrency 1.
+  run. Completed runs per minute = runs / (last finished_at - first queued_at), the ratio to
+  concurrency 1, and how busy the machine's CPUs were meanwhile (/proc/stat, every process:
+  near 100 % means the runs were waiting for CPU, not for each other).
+  `--throughput-rounds N` repeats the levels N times (c1 c2 c4 c1 c2 c4 ...) and adds medians.
 
 The load average is printed at the start and the end of every phase; on this 2-core machine
 anything else running (a test suite, another browser) changes the numbers a lot, so re-run
@@ -120,6 +123,22 @@ def load_note(what: str) -> str:
     one, five, fifteen = load()
     busy = "  ** busier than the core count: numbers are noisy **" if one > cores() else ""
     return f"[load {what}: {one:.2f} {five:.2f} {fifteen:.2f} on {cores()} cores]{busy}"
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (Linux)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return (0.0, 0.0)
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields) - idle, sum(fields))
+
+
+def cpu_busy(since: tuple[float, float]) -> float:
+    """Percent of the machine's CPU time that was busy since `since` (every process)."""
+    busy, total = cpu_times()
+    return 100.0 * (busy - since[0]) / (total - since[1]) if total > since[1] else float("nan")
 
 
 def ts(value: str | None) -> float:
@@ -868,6 +887,7 @@ class ThroughputResult:
     per_minute: float
     run_s: Stat  # started_at -> finished_at
     wait_s: Stat  # queued_at -> started_at
+    cpu_busy: float  # % of the machine's CPU busy meanwhile (all processes, not only ours)
 
 
 def bench_throughput(
@@ -894,8 +914,10 @@ def bench_throughput(
                 warm = api.wait_terminal(api.create(workflow)["id"])
                 if warm["status"] != "completed":
                     raise RuntimeError(f"the warm-up run ended {warm['status']}: {warm}")
+                cpu_start = cpu_times()
                 ids = [api.create(workflow)["id"] for _ in range(args.throughput_runs)]
                 records = [api.wait_terminal(run_id, timeout=600) for run_id in ids]
+                busy = cpu_busy(cpu_start)
             finally:
                 api.close()
         completed = [r for r in records if r["status"] == "completed"]
@@ -911,6 +933,7 @@ def bench_throughput(
             len(completed) / elapsed * 60,
             Stat([ts(r["finished_at"]) - ts(r["started_at"]) for r in records]),
             Stat([ts(r["started_at"]) - ts(r["queued_at"]) for r in records]),
+            busy,
         )
         results.append(result)
         print(
@@ -935,13 +958,13 @@ def print_throughput(results: list[ThroughputResult]) -> None:
     base = next(iter(rate.values()))
     print(
         "\nthroughput (examples/shop.yaml)  runs  completed  elapsed s  runs/min  ratio"
-        "  run s (median)  wait s (median)"
+        "  run s (median)  wait s (median)  CPU busy"
     )
     for r in results:
         print(
             f"  round {r.round} concurrency {r.concurrency:<2}       {r.runs:4}  {r.completed:9}"
             f"  {r.elapsed_s:9.1f}  {r.per_minute:8.1f}  {r.per_minute / base:5.2f}"
-            f"  {r.run_s.median:14.1f}  {r.wait_s.median:15.1f}"
+            f"  {r.run_s.median:14.1f}  {r.wait_s.median:15.1f}  {r.cpu_busy:7.0f}%"
         )
     if len(results) > len(rate):
         for concurrency, per_minute in rate.items():
@@ -1027,20 +1050,31 @@ def header(args: argparse.Namespace, backend: Backend) -> None:
     print(f"phases: {', '.join(args.phases)}; topologies: {', '.join(args.topologies)}")
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM like Ctrl-C: unwind, so every server is stopped and every database dropped.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     backend = Backend(args.database_url)
     header(args, backend)
     work = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
     site = SiteServer().start()
     figures: dict[str, Any] = {"database": backend.name, "load_start": load()}
+    phases: list[tuple[str, Callable[..., list[Any]], Callable[[list[Any]], None]]] = [
+        ("queue", bench_queue, print_queue),
+        ("cancel", bench_cancel, print_cancel),
+        ("list", bench_list, print_list),
+        ("throughput", bench_throughput, print_throughput),
+    ]
+    results: dict[str, list[Any]] = {}
     try:
-        queue = bench_queue(args, backend, site, work) if "queue" in args.phases else []
-        cancel = bench_cancel(args, backend, site, work) if "cancel" in args.phases else []
-        listing = bench_list(args, backend, site, work) if "list" in args.phases else []
-        throughput = (
-            bench_throughput(args, backend, site, work) if "throughput" in args.phases else []
-        )
+        for name, bench, show in phases:
+            if name in args.phases:
+                results[name] = bench(args, backend, site, work)
+                show(results[name])  # at once: a run cut short keeps what it measured
     finally:
         site.stop()
         if args.keep:
@@ -1049,20 +1083,12 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     figures["load_end"] = load()
     print(f"\n# results ({backend.name})")
-    print_queue(queue)
-    print_cancel(cancel)
-    print_list(listing)
-    print_throughput(throughput)
+    for name, _, show in phases:
+        if name in results:
+            show(results[name])
     print(f"\n{load_note('at the end')}")
     if args.json:
-        figures.update(
-            {
-                "queue": [_plain(r) for r in queue],
-                "cancel": [_plain(r) for r in cancel],
-                "list": [_plain(r) for r in listing],
-                "throughput": [_plain(r) for r in throughput],
-            }
-        )
+        figures.update({name: [_plain(r) for r in found] for name, found in results.items()})
         args.json.write_text(json.dumps(figures, indent=2))
         print(f"wrote {args.json}")
 
