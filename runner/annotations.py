@@ -76,6 +76,13 @@ class Annotator:
         with self._lock:
             self._note = Annotation(title, box, viewport, now, now + self.duration_s)
 
+    def update_box(self, box: tuple[float, float, float, float]) -> None:
+        """Outlines `box` in the annotation on show (the element's box arrived after it)."""
+        with self._lock:
+            note = self._note
+            if note is not None and time.monotonic() < note.until:
+                self._note = Annotation(note.title, box, note.viewport, note.start, note.until)
+
     def __call__(self, jpeg: bytes, at: float) -> bytes:
         """The frame shown at monotonic time `at`, annotated if an annotation is on."""
         with self._lock:

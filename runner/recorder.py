@@ -15,11 +15,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 from playwright._impl._api_structures import ScreencastFrame
-from playwright.async_api import ConsoleMessage, Download, Error, Page
+from playwright.async_api import BrowserContext, ConsoleMessage, Download, Error, Locator, Page
 
 from runner.annotations import Annotator
 from runner.artifacts import ArtifactSink
 from runner.secrets import SecretMasker
+from runner.tracking import BINDING, TRACKER_SCRIPT, Acted, ActionTracker
 from runner.video import VideoRecorder
 from storage.models import Artifact
 from storage.status import ArtifactKind
@@ -64,6 +65,14 @@ def outline(frame: Frame, box: Box | None) -> bytes:
     return out.getvalue()
 
 
+async def _box_of(locator: Locator) -> Box | None:
+    try:
+        found = await locator.bounding_box(timeout=500)
+    except Error:
+        return None
+    return Box(**found) if found else None
+
+
 class RunRecorder:
     def __init__(
         self,
@@ -102,6 +111,7 @@ class RunRecorder:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
         self._action_started = asyncio.Event()
+        self.tracker = ActionTracker()
         self.started = False
 
     # --- video and frames -------------------------------------------------------------------
@@ -142,6 +152,19 @@ class RunRecorder:
         )
         if self.annotate == "playwright":
             await page.screencast.show_actions(duration=self.annotation_ms, position="top-right")
+
+    async def track(self, context: BrowserContext) -> None:
+        """Installs the action tracker (runner.tracking) in every page of `context`."""
+        await context.expose_binding(BINDING, self._on_acted)
+        await context.add_init_script(TRACKER_SCRIPT)
+
+    def _on_acted(self, source: dict[str, Any], info: Any) -> None:
+        frame = source.get("frame")
+        if frame is not None and frame.page is not self.active:
+            return
+        acted = self.tracker.report(info)
+        if acted is not None and acted.box is not None and self.annotate == "overlay":
+            self.annotator.update_box(acted.box)
 
     def watch(self, page: Page) -> None:
         page.on("console", self._on_console)
@@ -213,31 +236,70 @@ class RunRecorder:
     # --- action screenshots -----------------------------------------------------------------
 
     def action_started(self) -> None:
+        """A step begins: the previous action's screenshot is taken now, if not yet."""
         self._action_started.set()
+        self.tracker.begin(expect=False)
 
-    def announce(self, title: str, box: Box | None) -> None:
-        """Annotates the action about to happen in the video (overlay mode)."""
-        if self.annotate != "overlay":
-            return
-        frame = self.latest
-        viewport = (
-            (frame.viewport_width, frame.viewport_height) if frame else (self.width, self.height)
-        )
-        self.annotator.show(title, (box.x, box.y, box.width, box.height) if box else None, viewport)
+    def announce(self, title: str, box: Box | None, *, expect: bool = False) -> int:
+        """An action is about to happen: annotates it in the video (overlay mode). `expect`:
+        it acts on an element, whose box the page will report (runner.tracking)."""
+        seq = self.tracker.begin(expect=expect)
+        if self.annotate == "overlay":
+            frame = self.latest
+            viewport = (
+                (frame.viewport_width, frame.viewport_height)
+                if frame
+                else (self.width, self.height)
+            )
+            self.annotator.show(
+                title, (box.x, box.y, box.width, box.height) if box else None, viewport
+            )
+        return seq
 
-    def screenshot_after(self, artifact_id: str, name: str, box: Box | None) -> None:
-        """Stores the first settled frame after an action, outlined, as `artifact_id`."""
+    async def acted(self, seq: int, timeout: float = 0.2) -> Acted | None:
+        """What the page reported of action `seq`, waiting up to `timeout` s for it."""
+        return await self.tracker.wait(seq, timeout)
+
+    def screenshot_after(
+        self,
+        artifact_id: str,
+        name: str,
+        box: Box | None,
+        box_of: Locator | None = None,
+    ) -> None:
+        """Stores the first settled frame after an action, outlined, as `artifact_id`: `box`,
+        else the box the page reported for the action, else `box_of`'s box (looked up in the
+        background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
-        self._spawn(self._screenshot(artifact_id, name, box, time.monotonic()))
+        seq = self.tracker.seq
+        self._spawn(self._screenshot(artifact_id, name, box, box_of, seq))
 
-    async def _screenshot(self, artifact_id: str, name: str, box: Box | None, after: float) -> None:
+    async def _screenshot(
+        self,
+        artifact_id: str,
+        name: str,
+        box: Box | None,
+        box_of: Locator | None,
+        seq: int,
+    ) -> None:
         event = self._action_started
+        lookup = None
+        if box is None and box_of is not None and self.tracker.get(seq) is None:
+            lookup = asyncio.ensure_future(_box_of(box_of))
         # Settled: a moment after the action, unless the next action starts first.
         try:
             await asyncio.wait_for(event.wait(), timeout=SETTLE_S)
         except TimeoutError:
             pass
         frame = self.latest
+        if box is None:
+            acted = self.tracker.get(seq)
+            if acted is not None and acted.box is not None:
+                box = Box(*acted.box)
+            elif lookup is not None:
+                box = await lookup
+        if lookup is not None and not lookup.done():
+            lookup.cancel()
         if frame is None:
             return
         data = await asyncio.to_thread(outline, frame, box)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ class Outcome:
     result: str = "ok"
     code: list[str] = field(default_factory=list)
     box: Box | None = None
+    box_of: Locator | None = None  # the element to outline, when the page reports no action
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -58,14 +58,6 @@ class StepEnv:
     step_timeout_ms: int
     navigation_timeout_ms: int
     upload_dir: Path | None = None
-
-
-async def _box(locator: Locator) -> Box | None:
-    try:
-        found = await locator.bounding_box(timeout=1000)
-    except PlaywrightError:
-        return None
-    return Box(**found) if found else None
 
 
 async def _failure(locator: Locator | None, exc: Exception, timeout_ms: int) -> StepFailed:
@@ -95,24 +87,11 @@ async def _failure(locator: Locator | None, exc: Exception, timeout_ms: int) -> 
     return StepFailed(message)
 
 
-async def _ready(locator: Locator, timeout_ms: int, env: StepEnv, title: str) -> Box | None:
-    """Waits for the element so its outline can be taken, and announces the action."""
-    await locator.wait_for(state="visible", timeout=timeout_ms)
-    box = await _box(locator)
-    env.recorder.announce(title, box)
-    return box
-
-
-async def _opens_new_tab(locator: Locator) -> bool:
-    try:
-        target = await locator.evaluate(
-            "e => { const t = e.closest('a[href],area[href],form');"
-            " return t ? (t.getAttribute('target') || '') : ''; }",
-            timeout=1000,
-        )
-    except PlaywrightError:
-        return False
-    return bool(target) and target.lower() not in ("_self", "_parent", "_top")
+def _announce(env: StepEnv, title: str) -> int:
+    """Announces an action on an element. No wait or box lookup before it: Playwright's action
+    waits for the element itself, and the page reports where the action landed
+    (runner.tracking) for the screenshot's outline and the video's annotation."""
+    return env.recorder.announce(title, None, expect=True)
 
 
 def title_of(verb: str, args: StepArgs) -> str:
@@ -152,42 +131,33 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             )
         if isinstance(args, FillArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout, env, title)
+            _announce(env, title)
             await locator.fill(args.value, timeout=timeout)
             expr = env.code.value_expr(getattr(raw, "value", None), args.value)
             return Outcome(
                 target=locators.describe(args),
                 value=env.mask(args.value),
                 code=[f"{locators.code(args)}.fill({expr})"],
-                box=box,
             )
         if isinstance(args, ClickArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout, env, title)
+            seq = _announce(env, title)
             call = "dblclick" if args.double else "click"
-            action = getattr(locator, call)
-            if await _opens_new_tab(locator):
-                # Wait for the tab here: its page event can come well after the click returns.
-                # A named target may reuse an open tab, so no new tab is not an error.
-                new_tab = asyncio.ensure_future(
-                    page.context.wait_for_event("page", timeout=min(timeout, 5000))
-                )
+            pages_before = len(page.context.pages)
+            await getattr(locator, call)(timeout=timeout, button=args.button)
+            acted = await env.recorder.acted(seq)
+            if acted is not None and acted.opens_tab and len(page.context.pages) == pages_before:
+                # The link or form targets another tab, whose page event can come well after
+                # the click returns: wait for it here. A named target may reuse an open tab,
+                # so no new tab is not an error.
                 try:
-                    await action(timeout=timeout, button=args.button)
-                except BaseException:
-                    new_tab.cancel()
-                    raise
-                try:
-                    await new_tab
+                    await page.context.wait_for_event("page", timeout=min(timeout, 5000))
                 except PlaywrightTimeout:
                     pass
-            else:
-                await action(timeout=timeout, button=args.button)
             button = f"button={py(args.button)}" if args.button != "left" else ""
             return Outcome(
                 target=locators.describe(args),
                 code=[f"{locators.code(args)}.{call}({button})"],
-                box=box,
             )
         if isinstance(args, PressArgs):
             if args.selector or args.role or args.text:
@@ -200,20 +170,19 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                     nth=args.nth,
                 )
                 locator = locators.locate(page, target)
-                box = await _ready(locator, timeout, env, title)
+                _announce(env, title)
                 await locator.press(args.key, timeout=timeout)
                 return Outcome(
                     target=locators.describe(target),
                     value=args.key,
                     code=[f"{locators.code(target)}.press({py(args.key)})"],
-                    box=box,
                 )
             env.recorder.announce(title, None)
             await page.keyboard.press(args.key)
             return Outcome(value=args.key, code=[f"page.keyboard.press({py(args.key)})"])
         if isinstance(args, SelectArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout, env, title)
+            _announce(env, title)
             if args.value is not None:
                 chosen = await locator.select_option(value=args.value, timeout=timeout)
                 option = f"value={py(args.value)}"
@@ -224,28 +193,25 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 target=locators.describe(args),
                 value=env.mask(args.value or args.label or ""),
                 code=[f"{locators.code(args)}.select_option({option})"],
-                box=box,
                 extra={"selected": chosen},
             )
         if isinstance(args, CheckArgs):
             locator = locators.locate(page, args)
-            box = await _ready(locator, timeout, env, title)
+            _announce(env, title)
             await locator.set_checked(args.checked, timeout=timeout)
             return Outcome(
                 target=locators.describe(args),
                 value="checked" if args.checked else "unchecked",
                 code=[f"{locators.code(args)}.set_checked({args.checked})"],
-                box=box,
             )
         if isinstance(args, WaitForArgs):
             locator = locators.locate(page, args)
             await locator.first.wait_for(state=args.state, timeout=timeout)
-            box = await _box(locator.first) if args.state == "visible" else None
             return Outcome(
                 target=locators.describe(args),
                 value=args.state,
                 code=[f"{locators.code(args)}.first.wait_for(state={py(args.state)})"],
-                box=box,
+                box_of=locator.first if args.state == "visible" else None,
             )
         if isinstance(args, UploadArgs):
             locator = locators.locate(page, args)
@@ -257,11 +223,11 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 target=locators.describe(args),
                 value=env.mask(names),
                 code=[f"{locators.code(args)}.set_input_files({py([str(p) for p in paths])})"],
-                box=await _box(locator),
+                box_of=locator,
             )
         if isinstance(args, DownloadArgs):
             locator = locators.locate(page, args.click)
-            box = await _ready(locator, timeout, env, title)
+            _announce(env, title)
             async with page.expect_download(timeout=timeout) as info:
                 await locator.click(timeout=timeout)
             download = await info.value
@@ -276,7 +242,6 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                     "download = download_info.value",
                     "download.save_as(os.path.join(DOWNLOAD_DIR, download.suggested_filename))",
                 ],
-                box=box,
                 extra={"artifact_id": artifact.id, "size": artifact.size},
             )
         if isinstance(args, ScrollArgs):
@@ -286,7 +251,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 return Outcome(
                     target=args.selector,
                     code=[f"page.locator({py(args.selector)}).scroll_into_view_if_needed()"],
-                    box=await _box(locator),
+                    box_of=locator,
                 )
             dx, dy = {
                 "down": (0, args.amount),
@@ -316,7 +281,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 target=args.selector or "page",
                 value=env.mask(args.text),
                 code=[f'{scope_code}.get_by_text({py(args.text)}).first.wait_for(state="visible")'],
-                box=await _box(locator),
+                box_of=locator,
             )
     except StepFailed:
         raise

@@ -103,6 +103,7 @@ def test_url_has_a_real_port_and_a_trailing_slash(site: SiteServer) -> None:
         ("upload.html", 'type="file"'),
         ("slow.html", "/hang"),
         ("popup.html", 'target="_blank"'),
+        ("frame.html", '<iframe id="shop-frame"'),
         ("scroll.html", "You reached the bottom"),
         ("assets/style.css", "--accent"),
         ("shop/products.json", "Glow Reading Lamp"),

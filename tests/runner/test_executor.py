@@ -12,9 +12,12 @@ from typing import Any
 
 import yaml
 from PIL import Image
+from playwright.async_api import async_playwright
 
 from examples.site_server import SiteServer
+from runner.browser import launch
 from runner.media import find_ffprobe
+from runner.settings import RunnerSettings
 from tests.conftest import Outcome
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
@@ -119,7 +122,7 @@ async def test_action_screenshot_outlines_the_element(run_workflow: Any, site: S
     click = outcome.actions()[-1]
     shot = next(a for a in outcome.artifacts if a.id == click.screenshot_artifact_id)
     image = Image.open(io.BytesIO(outcome.read(shot))).convert("RGB")
-    assert image.size == (1280, 720)
+    assert image.size == RunnerSettings().video_size
     red = sum(
         1
         for x in range(0, image.width, 2)
@@ -315,3 +318,96 @@ async def test_recording_follows_a_new_tab(run_workflow: Any, site: SiteServer) 
     assert actions[2].data["url"].endswith("/shop/search.html")
     code = outcome.read(outcome.artifact("code")).decode()
     assert "with context.expect_page() as new_tab:" in code
+
+
+def red_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The bounding box of the outline's red pixels (the outline colour, nothing on the site)."""
+    rgb = image.convert("RGB")
+    xs, ys = [], []
+    for y in range(rgb.height):
+        for x in range(rgb.width):
+            r, g, b = rgb.getpixel((x, y))
+            if r > 200 and g < 90 and b < 90:
+                xs.append(x)
+                ys.append(y)
+    if len(xs) < 40:
+        return None
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+async def element_boxes(
+    url: str, selectors: list[str]
+) -> dict[str, tuple[float, float, float, float]]:
+    """Where each element is, measured in a plain Playwright page at the run's viewport."""
+    settings = RunnerSettings()
+    async with async_playwright() as pw:
+        browser = await launch(pw, settings)
+        try:
+            page = await browser.new_page(
+                viewport={"width": settings.viewport_width, "height": settings.viewport_height}
+            )
+            await page.goto(url)
+            boxes = {}
+            for selector in selectors:
+                frame_selector, _, inner = selector.rpartition(" >>> ")
+                scope = page.frame_locator(frame_selector) if frame_selector else page
+                box = await scope.locator(inner).bounding_box()
+                assert box is not None, selector
+                boxes[selector] = (box["x"], box["y"], box["width"], box["height"])
+            return boxes
+        finally:
+            await browser.close()
+
+
+async def test_each_action_screenshot_outlines_the_element_it_acted_on(
+    run_workflow: Any, site: SiteServer
+) -> None:
+    """The outline comes from where the page saw the action land (runner.tracking): checked
+    per verb against the element's box measured independently, also inside a same-origin
+    iframe (offset by the frame's position)."""
+    steps = [
+        ("fill", "#q", {"fill": {"selector": "#q", "value": "lamp"}}),
+        ("select", "#sort", {"select": {"selector": "#sort", "value": "name"}}),
+        ("check", "#in-stock", {"check": {"selector": "#in-stock"}}),
+        ("press", "#q", {"press": {"selector": "#q", "key": "End"}}),
+        ("click", "button[type=submit]", {"click": {"role": "button", "name": "Search"}}),
+    ]
+    in_frame = "#shop-frame >> internal:control=enter-frame >> #q"
+    outcome = await run_workflow(
+        {
+            "url": site.url,
+            "blocks": [
+                {
+                    "label": "search",
+                    "type": "action",
+                    "steps": [{"goto": "{{ url }}shop/search.html"}] + [s for _, _, s in steps],
+                },
+                {
+                    "label": "framed",
+                    "type": "action",
+                    "steps": [
+                        {"goto": "{{ url }}frame.html"},
+                        {"fill": {"selector": in_frame, "value": "mug"}},
+                    ],
+                },
+            ],
+        }
+    )
+    assert outcome.status == "completed", outcome.run.failure_reason
+    expected = await element_boxes(site.url + "shop/search.html", [s for _, s, _ in steps])
+    expected |= await element_boxes(site.url + "frame.html", ["#shop-frame >>> #q"])
+    checks = [(verb, selector) for verb, selector, _ in steps] + [("fill", "#shop-frame >>> #q")]
+    actions = [a for a in outcome.actions() if a.data["verb"] != "goto"]
+    assert [a.data["verb"] for a in actions] == [verb for verb, _ in checks]
+    for card, (verb, selector) in zip(actions, checks, strict=True):
+        shot = next(a for a in outcome.artifacts if a.id == card.screenshot_artifact_id)
+        image = Image.open(io.BytesIO(outcome.read(shot)))
+        found = red_box(image)
+        assert found is not None, f"{verb}: no outline in its screenshot"
+        scale = image.width / RunnerSettings().viewport_width
+        x, y, w, h = (v * scale for v in expected[selector])
+        # The outline is drawn 3 px outside the box, 3 px wide.
+        for got, want in zip(found, (x - 3, y - 3, x + w + 3, y + h + 3), strict=True):
+            assert abs(got - want) <= 4, (
+                f"{verb} {selector}: outline {found}, element at {x, y, w, h}"
+            )
