@@ -31,7 +31,7 @@ from runner.workflow import ActionBlock, Block, ExtractBlock, GoalBlock, Workflo
 from storage.db import Database
 from storage.errors import InvalidTransition
 from storage.ids import new_id
-from storage.models import Run, TimelineCard
+from storage.models import Run, TimelineCard, utcnow
 from storage.objects import ObjectStore
 from storage.runs import get_run, transition
 from storage.status import ArtifactKind, CardKind, RunStatus
@@ -81,8 +81,8 @@ class RunExecution:
             masker=self.masker,
             spool=self.spool,
             fps=self.settings.video_fps,
-            width=self.settings.viewport_width,
-            height=self.settings.viewport_height,
+            width=self.settings.video_size[0],
+            height=self.settings.video_size[1],
             quality=self.settings.video_quality,
             annotate=self.settings.annotate_actions,
             annotation_ms=self.settings.annotation_ms,
@@ -111,28 +111,55 @@ class RunExecution:
         }
         self.last_llm: dict[str, Any] | None = None
         self.lost = False
+        self._cards: list[dict[str, Any]] = []
+        self._card_writer: asyncio.Task[None] | None = None
 
     # --- cards ------------------------------------------------------------------------------
 
-    async def emit(self, kind: CardKind, **fields: Any) -> TimelineCard:
+    async def emit(self, kind: CardKind, **fields: Any) -> None:
+        """Adds a timeline card. Written by a background writer, in order and in batches, so
+        the run never waits for the database between actions; `flush_cards` waits for it."""
         self.seq += 1
         data = self.masker.mask_obj(fields.pop("data", {}))
-        async with self.env.db.session() as session:
-            card = await add_card(
-                session=session,
-                run_id=self.run.id,
-                seq=self.seq,
-                kind=kind,
-                video_ms=fields.pop("video_ms", self.recorder.video_ms()),
-                data=data,
+        self._cards.append(
+            {
+                "seq": self.seq,
+                "kind": kind,
+                "video_ms": fields.pop("video_ms", self.recorder.video_ms()),
+                "created_at": utcnow(),
+                "data": data,
                 **fields,
-            )
-            await session.commit()
-        for listener in self.env.listeners:
-            outcome = listener(card)
-            if outcome is not None:
-                await outcome
-        return card
+            }
+        )
+        if self._card_writer is None or self._card_writer.done():
+            self._card_writer = asyncio.ensure_future(self._write_cards())
+
+    async def _write_cards(self) -> None:
+        while self._cards:
+            batch, self._cards = self._cards, []
+            try:
+                async with self.env.db.session() as session:
+                    cards = [
+                        await add_card(session=session, run_id=self.run.id, **fields)
+                        for fields in batch
+                    ]
+                    await session.commit()
+            except Exception:
+                log.exception("run %s: %d timeline cards not stored", self.run.id, len(batch))
+                continue
+            for card in cards:
+                for listener in self.env.listeners:
+                    try:
+                        outcome = listener(card)
+                        if outcome is not None:
+                            await outcome
+                    except Exception:
+                        log.exception("run %s: a card listener failed", self.run.id)
+
+    async def flush_cards(self) -> None:
+        """Waits until every card emitted so far is stored and announced."""
+        while self._card_writer is not None and not self._card_writer.done():
+            await asyncio.shield(self._card_writer)
 
     async def narrate(self, text: str, block: str | None = None) -> None:
         await self.emit(
@@ -309,6 +336,7 @@ class RunExecution:
                 result=outcome.result,
                 code=lines,
                 box=outcome.box,
+                box_of=outcome.box_of,
                 extra=outcome.extra,
                 url=self.page.url if self.page else None,
             )
@@ -328,11 +356,12 @@ class RunExecution:
         error: str | None = None,
         code: list[str] | None = None,
         box: Any = None,
+        box_of: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.action_count += 1
         shot_id = new_id("art")
-        self.recorder.screenshot_after(shot_id, f"{self.action_count:04d}-{verb}.jpg", box)
+        self.recorder.screenshot_after(shot_id, f"{self.action_count:04d}-{verb}.jpg", box, box_of)
         await self.emit(
             CardKind.action,
             block_label=block,
@@ -470,6 +499,7 @@ class RunExecution:
         self.context = await self.env.browser.new_context(**options)
         self.context.set_default_timeout(settings.step_timeout_ms)
         await track_click_listeners(self.context)
+        await self.recorder.track(self.context)
         page = await self.context.new_page()
         self.page = page
         self.recorder.watch(page)
@@ -538,44 +568,14 @@ class RunExecution:
         if self.page is not None and not self.page.is_closed():
             html = await self._guard("final html", self.page.content(), 5)
         await self._guard("screencast", recorder.stop_screencast(), 10)
+        # The video's remux runs while the trace and the HAR are written.
+        video_task = asyncio.ensure_future(self._guard("video", recorder.finish_video(), 120))
         trace_path = self.spool / "trace.zip"
         if self.tracing and context is not None:
             await self._guard("trace", context.tracing.stop(path=str(trace_path)), 60)
         if context is not None:
             await self._guard("context", context.close(), 30)
-        video = await self._guard("video", recorder.finish_video(), 120)
         console = recorder.close_console()
-        if video is not None:
-            await self._guard(
-                "store video", self.sink.put_file(ArtifactKind.video, "recording.mp4", video), 300
-            )
-        if trace_path.exists():
-            await self._guard(
-                "mask trace", asyncio.to_thread(self.masker.mask_zip, trace_path), 120
-            )
-            await self._guard(
-                "store trace", self.sink.put_file(ArtifactKind.trace, "trace.zip", trace_path), 300
-            )
-        har = self.spool / "network.har"
-        if har.exists():
-            await self._guard("mask har", asyncio.to_thread(self.masker.mask_har, har), 120)
-            await self._guard(
-                "store har",
-                self.sink.put_file(
-                    ArtifactKind.har, "network.har", har, content_type="application/json"
-                ),
-                300,
-            )
-        await self._guard(
-            "store console", self.sink.put_file(ArtifactKind.console, "console.jsonl", console)
-        )
-        if html is not None:
-            await self._guard(
-                "store html",
-                self.sink.put_bytes(
-                    ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
-                ),
-            )
         script = codegen.generate(
             run_id=self.run.id,
             title=self.run.title,
@@ -583,12 +583,29 @@ class RunExecution:
             body=self.code_body,
             viewport=(self.settings.viewport_width, self.settings.viewport_height),
         )
-        await self._guard(
-            "store code",
-            self.sink.put_bytes(
-                ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
+        await asyncio.gather(
+            self._store_video(video_task),
+            self._store_trace(trace_path),
+            self._store_har(self.spool / "network.har"),
+            self._guard(
+                "store console", self.sink.put_file(ArtifactKind.console, "console.jsonl", console)
+            ),
+            self._guard(
+                "store html",
+                self.sink.put_bytes(
+                    ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
+                ),
+            )
+            if html is not None
+            else asyncio.sleep(0),
+            self._guard(
+                "store code",
+                self.sink.put_bytes(
+                    ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
+                ),
             ),
         )
+        await self._guard("timeline", self.flush_cards(), 60)
         if status is RunStatus.completed and not self.summary:
             self.summary = self._summary()
         async with self.env.db.session() as session:
@@ -611,6 +628,31 @@ class RunExecution:
         shutil.rmtree(self.spool, ignore_errors=True)
         if self._llm is not None:
             await self._guard("llm client", self._llm.close(), 10)
+
+    async def _store_video(self, finishing: Awaitable[Path | None]) -> None:
+        video = await finishing
+        if video is not None:
+            await self._guard(
+                "store video", self.sink.put_file(ArtifactKind.video, "recording.mp4", video), 300
+            )
+
+    async def _store_trace(self, path: Path) -> None:
+        if path.exists():
+            await self._guard("mask trace", asyncio.to_thread(self.masker.mask_zip, path), 120)
+            await self._guard(
+                "store trace", self.sink.put_file(ArtifactKind.trace, "trace.zip", path), 300
+            )
+
+    async def _store_har(self, path: Path) -> None:
+        if path.exists():
+            await self._guard("mask har", asyncio.to_thread(self.masker.mask_har, path), 120)
+            await self._guard(
+                "store har",
+                self.sink.put_file(
+                    ArtifactKind.har, "network.har", path, content_type="application/json"
+                ),
+                300,
+            )
 
     def _summary(self) -> str:
         blocks = len(self.workflow.blocks)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
@@ -14,6 +15,14 @@ from runner.workflow import ActionBlock, ExtractBlock, GoalBlock, GotoArgs, Work
 from storage.errors import ValidationFailed
 
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(template: str) -> Template:
+    """Compiling is the costly part of rendering; a run renders the same strings again."""
+    return _ENV.from_string(template)
+
+
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -76,8 +85,10 @@ class Inputs:
         return {**self.values, "url": self.url or ""}
 
     def render(self, template: str, where: str) -> str:
+        if "{" not in template:
+            return template  # no template syntax: nothing to render (most step arguments)
         try:
-            return _ENV.from_string(template).render(self.scope)
+            return _compiled(template).render(self.scope)
         except UndefinedError as exc:
             raise ValidationFailed(where, f"template error: {exc.message}") from None
         except TemplateError as exc:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.ids import new_id
-from storage.models import TimelineCard
+from storage.models import TimelineCard, utcnow
 from storage.status import CardKind
 
 
@@ -31,8 +32,10 @@ async def add_card(
     duration_ms: int | None = None,
     screenshot_artifact_id: str | None = None,
     data: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
 ) -> TimelineCard:
     card = TimelineCard(
+        created_at=created_at or utcnow(),
         id=new_id("card"),
         run_id=run_id,
         seq=seq,

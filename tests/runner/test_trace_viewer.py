@@ -148,7 +148,7 @@ async def test_trace_viewer_loads_the_trace(viewer_url: str) -> None:
                 })""",
                 image_url,
             )
-            assert size == [1280, 720], image_url
+            assert size == list(RunnerSettings().video_size), image_url
 
             assert await page.locator(".processing-error, .error-message").count() == 0
             assert page_errors == []
