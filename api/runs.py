@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, tuple_
 
 from api.deps import NotifierDep, ServicesDep, SessionDep, SettingsDep
 from api.errors import field_error
@@ -174,9 +174,9 @@ async def list_runs(
     query = select(Run).where(*filters, *status_filter)
     if cursor:
         created, run_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Run.created_at < created, and_(Run.created_at == created, Run.id < run_id))
-        )
+        # A row-value comparison: both PostgreSQL and SQLite turn it into one range of the
+        # (archived, created_at, id) index; the equivalent OR is a filter over the index.
+        query = query.where(tuple_(Run.created_at, Run.id) < tuple_(created, run_id))
     rows = list(
         (
             await session.execute(

@@ -14,13 +14,16 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, pool, update
 
 from examples.site_server import SiteServer, load_products, search_products
+from storage.db import sync_url
+from storage.models import Run
 from tests.api.conftest import (
     BACKENDS,
     LOGIN_PASSWORD,
@@ -721,3 +724,39 @@ def test_openapi_documents_the_webhook_delivery_endpoints(base_url: str) -> None
         ("POST", "/api/v1/runs/{}/webhook-deliveries"),
     }
     assert not wanted - operations, f"undocumented: {sorted(wanted - operations)}"
+
+
+def test_the_cursor_pages_through_runs_created_at_the_same_instant(
+    client: httpx.Client, site: SiteServer, service: Service
+) -> None:
+    """Keyset pagination orders by (created_at, id): runs sharing a timestamp (bulk imports,
+    a coarse clock) are each listed exactly once, one per page."""
+    token = uuid.uuid4().hex[:10]
+    ids = [
+        create_run(client, visit_workflow(site), title=f"tie {token} #{i}")["id"] for i in range(4)
+    ]
+    for run_id in ids:
+        client.post(f"/runs/{run_id}/cancel")
+        wait_status(client, run_id, timeout=60)
+    engine = create_engine(sync_url(service.database_url), poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(Run)
+                .where(Run.id.in_(ids))
+                .values(created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+            )
+    finally:
+        engine.dispose()
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        params: dict[str, Any] = {"q": f"tie {token}", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/runs", params=params).json()
+        seen += [r["id"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True), "newest first, ties by id, each run once"
