@@ -323,13 +323,14 @@ async def test_recording_follows_a_new_tab(run_workflow: Any, site: SiteServer) 
 def red_box(image: Image.Image) -> tuple[int, int, int, int] | None:
     """The bounding box of the outline's red pixels (the outline colour, nothing on the site)."""
     rgb = image.convert("RGB")
+    width = rgb.width
     xs, ys = [], []
-    for y in range(rgb.height):
-        for x in range(rgb.width):
-            r, g, b = rgb.getpixel((x, y))
-            if r > 200 and g < 90 and b < 90:
-                xs.append(x)
-                ys.append(y)
+    data = rgb.tobytes()
+    for i in range(0, len(data) // 3):
+        r, g, b = data[3 * i], data[3 * i + 1], data[3 * i + 2]
+        if r > 200 and g < 90 and b < 90:
+            xs.append(i % width)
+            ys.append(i // width)
     if len(xs) < 40:
         return None
     return min(xs), min(ys), max(xs), max(ys)
