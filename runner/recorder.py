@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 OUTLINE = (229, 57, 53)
 SETTLE_S = 0.25
+FRESH_S = 0.3  # how long a screenshot waits for the frames of its step to arrive
+IN_FLIGHT_S = 0.05  # at the end of the run: frames captured but not yet delivered
+LATE_PAINT_S = 0.1  # a frame this soon after the next step began still shows this one's paint
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Box:
 class Frame:
     data: bytes
     at: float  # time.monotonic() of arrival
+    captured: float  # time.time() the browser captured it
     viewport_width: int
     viewport_height: int
 
@@ -111,6 +116,9 @@ class RunRecorder:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
         self._action_started = asyncio.Event()
+        self._step_started = time.time()  # wall clock, as the browser's frame timestamps
+        self._draining = False
+        self.recent: deque[Frame] = deque(maxlen=64)
         self.tracker = ActionTracker()
         self.started = False
 
@@ -129,9 +137,11 @@ class RunRecorder:
         self.latest = Frame(
             data=frame["data"],
             at=time.monotonic(),
+            captured=frame.get("timestamp", time.time() * 1000) / 1000,
             viewport_width=frame.get("viewportWidth", self.width),
             viewport_height=frame.get("viewportHeight", self.height),
         )
+        self.recent.append(self.latest)
         self.frame_count += 1
         self.video.add_frame(frame["data"])
         if self.on_live_frame is not None:
@@ -237,6 +247,7 @@ class RunRecorder:
 
     def action_started(self) -> None:
         """A step begins: the previous action's screenshot is taken now, if not yet."""
+        self._step_started = time.time()
         self._action_started.set()
         self.tracker.begin(expect=False)
 
@@ -272,7 +283,7 @@ class RunRecorder:
         background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
-        self._spawn(self._screenshot(artifact_id, name, box, box_of, seq))
+        self._spawn(self._screenshot(artifact_id, name, box, box_of, seq, self._step_started))
 
     async def _screenshot(
         self,
@@ -281,6 +292,7 @@ class RunRecorder:
         box: Box | None,
         box_of: Locator | None,
         seq: int,
+        began: float,
     ) -> None:
         event = self._action_started
         lookup = None
@@ -291,7 +303,7 @@ class RunRecorder:
             await asyncio.wait_for(event.wait(), timeout=SETTLE_S)
         except TimeoutError:
             pass
-        frame = self.latest
+        frame = await self._frame_of_step(began)
         if box is None:
             acted = self.tracker.get(seq)
             if acted is not None and acted.box is not None:
@@ -307,6 +319,29 @@ class RunRecorder:
             ArtifactKind.screenshot, name, data, content_type="image/jpeg", artifact_id=artifact_id
         )
 
+    async def _frame_of_step(self, began: float) -> Frame | None:
+        """The screen as the step left it: the last frame the browser captured between the
+        step's start (`began`, wall clock like the frames' capture timestamps) and the next
+        step's start. Frames arrive a little after their capture, so wait briefly for one
+        captured after that limit. If the browser painted nothing in between (the next step
+        came first), the first frame after the limit if it came soon after (a paint that
+        missed the limit); else the screen did not change: the last frame before the step."""
+        limit = self._step_started if self._step_started > began else time.time()
+        deadline = time.monotonic() + (IN_FLIGHT_S if self._draining else FRESH_S)
+        while (self.latest is None or self.latest.captured < limit) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
+        frames = list(self.recent)
+        within = [f for f in frames if began <= f.captured < limit]
+        if within:
+            return within[-1]
+        after = [f for f in frames if f.captured >= limit]
+        if after and after[0].captured < limit + LATE_PAINT_S:
+            return after[0]
+        before = [f for f in frames if f.captured < began]
+        return before[-1] if before else self.latest
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -314,6 +349,7 @@ class RunRecorder:
 
     async def drain(self) -> None:
         """Waits for screenshots and downloads still being written."""
+        self._draining = True  # no next step: only frames already in flight are waited for
         self._action_started.set()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 from playwright.async_api import async_playwright
 
 from examples.site_server import SiteServer
@@ -400,6 +400,7 @@ async def test_each_action_screenshot_outlines_the_element_it_acted_on(
     checks = [(verb, selector) for verb, selector, _ in steps] + [("fill", "#shop-frame >>> #q")]
     actions = [a for a in outcome.actions() if a.data["verb"] != "goto"]
     assert [a.data["verb"] for a in actions] == [verb for verb, _ in checks]
+    previous: Image.Image | None = None
     for card, (verb, selector) in zip(actions, checks, strict=True):
         shot = next(a for a in outcome.artifacts if a.id == card.screenshot_artifact_id)
         image = Image.open(io.BytesIO(outcome.read(shot)))
@@ -412,3 +413,15 @@ async def test_each_action_screenshot_outlines_the_element_it_acted_on(
             assert abs(got - want) <= 4, (
                 f"{verb} {selector}: outline {found}, element at {x, y, w, h}"
             )
+        # The screenshot shows the action's effect, even when the next action follows at once:
+        # inside the element, it differs from the previous action's screenshot.
+        if verb in ("select", "check"):
+            # Well inside the border, where a focus ring is not: the text, the check mark.
+            pad_x, pad_y = max(2, int(w * 0.15)), max(2, int(h * 0.25))
+            inside = (int(x) + pad_x, int(y) + pad_y, int(x + w) - pad_x, int(y + h) - pad_y)
+            assert previous is not None
+            before = previous.convert("RGB").crop(inside)
+            after = image.convert("RGB").crop(inside)
+            change = sum(ImageStat.Stat(ImageChops.difference(before, after)).mean) / 3
+            assert change > 4, f"{verb}: its screenshot still shows the element as before"
+        previous = image
