@@ -18,6 +18,7 @@ from runner.settings import RunnerSettings
 from runner.worker import Worker, WorkerOptions
 from storage.notify import LocalNotifier, notifier_for
 from storage.settings import StorageSettings
+from ui.routes import install as install_ui
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def create_app(
         return {"status": "ok", "workers": len(getattr(app.state, "workers", []))}
 
     app.include_router(api)
+    install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
     return app
 
 
