@@ -23,6 +23,27 @@ def start_site() -> SiteServer:
         return SiteServer(port=0).start()  # 8080 is taken: any free port will do
 
 
+def newest_run_id() -> str:
+    """The run just made (the newest in the configured database)."""
+    from sqlalchemy import create_engine, pool, select
+
+    from storage.db import sync_url
+    from storage.models import Run
+    from storage.settings import StorageSettings
+
+    engine = create_engine(
+        sync_url(StorageSettings().resolved_database_url), poolclass=pool.NullPool
+    )
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                select(Run.id).order_by(Run.created_at.desc(), Run.id.desc()).limit(1)
+            ).scalar()
+    finally:
+        engine.dispose()
+    return str(found or "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Glassbox demo")
     parser.add_argument("--no-serve", action="store_true", help="stop after the example run")
@@ -38,9 +59,11 @@ def main() -> None:
 
         settings = ServiceSettings()
         base = f"http://{settings.host}:{settings.port}"
+        run_id = newest_run_id()
         print(
-            f"\nThe API serves this run and every other: {base}/api/v1/runs\n"
-            f"OpenAPI docs: {base}/docs   (the demo shop stays up at {site.url}; Ctrl-C stops)",
+            f"\nOpen the run in the web UI: {base}/runs/{run_id}\n"
+            f"Every run: {base}/runs   API: {base}/api/v1/runs   OpenAPI docs: {base}/docs\n"
+            f"(the demo shop stays up at {site.url}; Ctrl-C stops)",
             file=sys.stderr,
         )
         with contextlib.suppress(SystemExit, KeyboardInterrupt):

@@ -1,0 +1,79 @@
+"""`make run` as a new user runs it: the example run against the demo shop, then the service
+with that run in it, and the address of the run in the web UI."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_make_run_serves_the_example_run_in_the_web_ui(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    for name in ("GLASSBOX_DATABASE_URL", "GLASSBOX_STORAGE_URL"):
+        env.pop(name, None)
+    env.update(
+        GLASSBOX_DATA_DIR=str(tmp_path / "data"),
+        GLASSBOX_PORT=str(free_port()),
+        GLASSBOX_DEMO_PORT="0",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "examples.demo"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        output: list[str] = []
+        url = None
+        deadline = time.monotonic() + 180
+        while url is None and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            found = re.search(r"Open the run in the web UI: (http://\S+/runs/(run_\w+))", line)
+            if found:
+                url, run_id = found.group(1), found.group(2)
+        assert url is not None, "".join(output)
+        assert "completed" in "".join(output)
+        base = url.split("/runs/")[0]
+        for _ in range(150):  # the service starts after the line is printed
+            try:
+                record = httpx.get(f"{base}/api/v1/runs/{run_id}", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert record.status_code == 200, record.text
+        assert record.json()["status"] == "completed"
+        assert {a["kind"] for a in record.json()["artifacts"]} >= {"video", "trace", "har", "code"}
+        page = httpx.get(url, timeout=5)
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
