@@ -638,7 +638,8 @@ def print_header(
         f"Chromium {browser.version}, {ffmpeg_version()}"
     )
     recording = [
-        f"video {settings.video_fps} fps {settings.viewport_width}x{settings.viewport_height} "
+        f"video {settings.video_fps} fps {settings.video_size[0]}x{settings.video_size[1]} "
+        f"(viewport {settings.viewport_width}x{settings.viewport_height}) "
         f"JPEG q{settings.video_quality}",
         "trace" if settings.trace else "NO trace",
         "HAR" if settings.har else "NO HAR",
