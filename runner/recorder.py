@@ -303,7 +303,9 @@ class RunRecorder:
             await asyncio.wait_for(event.wait(), timeout=SETTLE_S)
         except TimeoutError:
             pass
-        frame = await self._frame_of_step(began)
+        frame = await self._frame_of_step(
+            self.tracker.last_event.get(seq, began), acted=seq in self.tracker.last_event
+        )
         if box is None:
             acted = self.tracker.get(seq)
             if acted is not None and acted.box is not None:
@@ -319,13 +321,14 @@ class RunRecorder:
             ArtifactKind.screenshot, name, data, content_type="image/jpeg", artifact_id=artifact_id
         )
 
-    async def _frame_of_step(self, began: float) -> Frame | None:
+    async def _frame_of_step(self, began: float, *, acted: bool = False) -> Frame | None:
         """The screen as the step left it: the last frame the browser captured between the
         step's start (`began`, wall clock like the frames' capture timestamps) and the next
         step's start. Frames arrive a little after their capture, so wait briefly for one
         captured after that limit. If the browser painted nothing in between (the next step
         came first), the first frame after the limit if it came soon after (a paint that
-        missed the limit); else the screen did not change: the last frame before the step."""
+        missed the limit, or any later one when the page reported an action on an element: a
+        busy browser paints late); else the screen did not change: the last frame before."""
         limit = self._step_started if self._step_started > began else time.time()
         deadline = time.monotonic() + (IN_FLIGHT_S if self._draining else FRESH_S)
         while (self.latest is None or self.latest.captured < limit) and (
@@ -337,7 +340,7 @@ class RunRecorder:
         if within:
             return within[-1]
         after = [f for f in frames if f.captured >= limit]
-        if after and after[0].captured < limit + LATE_PAINT_S:
+        if after and (acted or after[0].captured < limit + LATE_PAINT_S):
             return after[0]
         before = [f for f in frames if f.captured < began]
         return before[-1] if before else self.latest

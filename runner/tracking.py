@@ -24,7 +24,7 @@ TRACKER_SCRIPT = """
 (() => {
   if (window.__glassboxActionTracker) return;
   Object.defineProperty(window, "__glassboxActionTracker", { value: true });
-  const trusted = new Set(["pointerdown", "focusin", "keydown"]);
+  const trusted = new Set(["pointerdown", "focusin", "keydown", "click"]);
   const report = (event) => {
     const send = window.__BINDING__;
     if (typeof send !== "function") return;
@@ -54,11 +54,11 @@ TRACKER_SCRIPT = """
     }
     try {
       const sent = send({ type: event.type, x, y, width: rect.width, height: rect.height, top,
-                          target });
+                          target, t: Date.now() });
       if (sent && sent.catch) sent.catch(() => {});
     } catch (e) {}
   };
-  for (const type of ["pointerdown", "focusin", "keydown", "input", "change"]) {
+  for (const type of ["pointerdown", "focusin", "keydown", "input", "change", "click"]) {
     window.addEventListener(type, report, true);
   }
 })();
@@ -95,6 +95,7 @@ class ActionTracker:
         self.seq = 0
         self.expecting = False
         self._acted: dict[int, Acted] = {}
+        self.last_event: dict[int, float] = {}  # wall clock of the action's latest event
         self._arrived: dict[int, asyncio.Event] = {}
 
     def begin(self, *, expect: bool) -> int:
@@ -103,11 +104,16 @@ class ActionTracker:
         self.expecting = expect
         self._acted.pop(self.seq - 50, None)
         self._arrived.pop(self.seq - 50, None)
+        self.last_event.pop(self.seq - 50, None)
         return self.seq
 
     def report(self, info: Any) -> Acted | None:
         """Called by the binding; returns the report if it is the action's first."""
-        if not self.expecting or self.seq in self._acted:
+        if not self.expecting:
+            return None
+        if isinstance(info, dict) and isinstance(info.get("t"), int | float):
+            self.last_event[self.seq] = float(info["t"]) / 1000
+        if self.seq in self._acted:
             return None
         acted = parse_report(info)
         if acted is None:
