@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from playwright.async_api import expect
 
 from examples.site_server import SiteServer
-from tests.api.conftest import create_run, timeline, wait_status, waiting_workflow
+from tests.api.conftest import (
+    create_run,
+    timeline,
+    visit_workflow,
+    wait_status,
+    waiting_workflow,
+)
 from tests.ui.conftest import Runs, Watched
 
 
@@ -203,3 +212,53 @@ async def test_an_unknown_run_says_so(ui: Watched) -> None:
     ui.allowed_errors.append("status of 404")  # the browser logs the API's 404
     await page.goto(f"{ui.base_url}/runs/run_does_not_exist")
     await expect(page.locator("#error")).to_contain_text("There is no run run_does_not_exist")
+
+
+async def test_api_and_webhooks_shows_the_snippets_and_the_deliveries(
+    ui: Watched, runs: Runs, api: httpx.Client, site: SiteServer
+) -> None:
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        run = create_run(api, visit_workflow(site, title="Hooked"), webhook_url=hook)
+        assert wait_status(api, run["id"])["status"] == "completed"
+        for _ in range(100):
+            if api.get(f"/runs/{run['id']}/webhook-deliveries").json()["items"]:
+                break
+            time.sleep(0.1)
+        page = ui.page
+        await page.goto(f"{ui.base_url}/runs/{run['id']}")
+        await expect(page.locator("#status .badge")).to_have_text("completed")
+        await page.get_by_role("button", name="API & Webhooks").click()
+        snippet = page.locator("#snippet")
+        await expect(snippet).to_contain_text("curl")
+        await expect(snippet).to_contain_text("/api/v1/runs")
+        await page.locator('#snippet-tabs button[data-kind="python"]').click()
+        await expect(snippet).to_contain_text("httpx")
+        await expect(page.locator("#webhook")).to_contain_text(hook)
+        await expect(page.locator("#deliveries tbody tr")).to_have_count(1)
+        await expect(page.locator("#deliveries tbody tr").first).to_contain_text("204")
+        await page.locator("#resend").click()
+        await expect(page.locator("#deliveries tbody tr")).to_have_count(2)
+        await expect(page.locator("#deliveries")).to_contain_text("sent again")
+        assert len(received) == 2
+
+        # A run without a webhook says so.
+        await page.goto(f"{ui.base_url}/runs/{runs.visit['id']}")
+        await page.get_by_role("button", name="API & Webhooks").click()
+        await expect(page.locator("#webhook")).to_contain_text("no webhook_url")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -87,6 +87,70 @@
     }
   });
 
+  // --- API & Webhooks: the snippets that recreate the run, the webhook deliveries ---------------
+
+  const SNIPPETS = [["curl", "curl"], ["python", "Python"], ["powershell", "PowerShell"]];
+  let snippets = null;
+
+  function showSnippet(kind) {
+    for (const button of $("snippet-tabs").querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.kind === kind));
+    }
+    $("snippet").textContent = snippets[kind] || "";
+  }
+
+  async function loadWebhook() {
+    const box = $("webhook");
+    if (!run.webhook_url) {
+      box.replaceChildren(el("p", { class: "note", text: "This run has no webhook_url." }));
+      return;
+    }
+    const answer = await json(`/runs/${encodeURIComponent(runId)}/webhook-deliveries`);
+    const rows = answer.items.map((d) => el("tr", {},
+      el("td", { text: String(d.attempt) + (d.manual ? " (sent again)" : "") }),
+      el("td", { text: date(d.at) }),
+      el("td", { text: d.status_code === null ? "—" : String(d.status_code) }),
+      el("td", { text: d.error || "" }),
+      el("td", { text: d.duration_ms === null ? "" : `${d.duration_ms} ms` })));
+    const resend = el("button", { type: "button", id: "resend", text: "Send again" });
+    resend.hidden = ACTIVE.has(run.status);
+    resend.addEventListener("click", async () => {
+      resend.disabled = true;
+      try {
+        await post(`/runs/${encodeURIComponent(runId)}/webhook-deliveries`);
+        await loadWebhook();
+      } catch (error) {
+        showError(`Could not send the webhook: ${error.message}`);
+        resend.disabled = false;
+      }
+    });
+    box.replaceChildren(
+      el("p", {}, el("code", { text: run.webhook_url }), ` · state: ${answer.state || "—"} `, resend),
+      rows.length
+        ? el("table", { class: "deliveries", id: "deliveries" },
+          el("thead", {}, el("tr", {}, ["Attempt", "At", "Status", "Error", "Took"].map((h) => el("th", { text: h })))),
+          el("tbody", {}, rows))
+        : el("p", { class: "note", text: "No delivery yet." }));
+  }
+
+  $("api-button").addEventListener("click", async () => {
+    const panel = $("api-panel");
+    panel.hidden = !panel.hidden;
+    $("api-button").setAttribute("aria-expanded", String(!panel.hidden));
+    if (panel.hidden) return;
+    try {
+      if (!snippets) {
+        snippets = await json(`/runs/${encodeURIComponent(runId)}/reproduce`);
+        $("snippet-tabs").replaceChildren(...SNIPPETS.map(([kind, label]) =>
+          el("button", { type: "button", dataset: { kind }, text: label, onclick: () => showSnippet(kind) })));
+        showSnippet("curl");
+      }
+      await loadWebhook();
+    } catch (error) {
+      showError(`Could not load the API snippets: ${error.message}`);
+    }
+  });
+
   // --- overview: timeline and browser panel ----------------------------------------------------
 
   function cardBody(card) {
