@@ -583,28 +583,35 @@ class RunExecution:
             body=self.code_body,
             viewport=(self.settings.viewport_width, self.settings.viewport_height),
         )
-        await asyncio.gather(
+        storing = [
             self._store_video(video_task),
-            self._store_trace(trace_path),
-            self._store_har(self.spool / "network.har"),
+            self._store_masked(ArtifactKind.trace, trace_path, self.masker.mask_zip),
+            self._store_masked(
+                ArtifactKind.har,
+                self.spool / "network.har",
+                self.masker.mask_har,
+                content_type="application/json",
+            ),
             self._guard(
                 "store console", self.sink.put_file(ArtifactKind.console, "console.jsonl", console)
             ),
-            self._guard(
-                "store html",
-                self.sink.put_bytes(
-                    ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
-                ),
-            )
-            if html is not None
-            else asyncio.sleep(0),
             self._guard(
                 "store code",
                 self.sink.put_bytes(
                     ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
                 ),
             ),
-        )
+        ]
+        if html is not None:
+            storing.append(
+                self._guard(
+                    "store html",
+                    self.sink.put_bytes(
+                        ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
+                    ),
+                )
+            )
+        await asyncio.gather(*storing)
         await self._guard("timeline", self.flush_cards(), 60)
         if status is RunStatus.completed and not self.summary:
             self.summary = self._summary()
@@ -636,21 +643,21 @@ class RunExecution:
                 "store video", self.sink.put_file(ArtifactKind.video, "recording.mp4", video), 300
             )
 
-    async def _store_trace(self, path: Path) -> None:
+    async def _store_masked(
+        self,
+        kind: ArtifactKind,
+        path: Path,
+        mask: Callable[[Path], Any],
+        *,
+        content_type: str | None = None,
+    ) -> None:
+        """Masks the secrets in a spooled file in place (a thread: zips and HARs are big),
+        then stores it under its own name."""
         if path.exists():
-            await self._guard("mask trace", asyncio.to_thread(self.masker.mask_zip, path), 120)
+            await self._guard(f"mask {kind.value}", asyncio.to_thread(mask, path), 120)
             await self._guard(
-                "store trace", self.sink.put_file(ArtifactKind.trace, "trace.zip", path), 300
-            )
-
-    async def _store_har(self, path: Path) -> None:
-        if path.exists():
-            await self._guard("mask har", asyncio.to_thread(self.masker.mask_har, path), 120)
-            await self._guard(
-                "store har",
-                self.sink.put_file(
-                    ArtifactKind.har, "network.har", path, content_type="application/json"
-                ),
+                f"store {kind.value}",
+                self.sink.put_file(kind, path.name, path, content_type=content_type),
                 300,
             )
 

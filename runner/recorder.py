@@ -46,7 +46,6 @@ class Box:
 @dataclass
 class Frame:
     data: bytes
-    at: float  # time.monotonic() of arrival
     captured: float  # time.time() the browser captured it
     viewport_width: int
     viewport_height: int
@@ -110,7 +109,6 @@ class RunRecorder:
         )
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
-        self.latest: Frame | None = None
         self.frame_count = 0
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -124,6 +122,11 @@ class RunRecorder:
 
     # --- video and frames -------------------------------------------------------------------
 
+    @property
+    def latest(self) -> Frame | None:
+        """The newest frame of the recorded tab."""
+        return self.recent[-1] if self.recent else None
+
     def start(self) -> None:
         self.video.start()
         self.started = True
@@ -134,14 +137,14 @@ class RunRecorder:
     def _on_frame(self, page: Page, frame: ScreencastFrame) -> None:
         if page is not self.active:
             return
-        self.latest = Frame(
-            data=frame["data"],
-            at=time.monotonic(),
-            captured=frame.get("timestamp", time.time() * 1000) / 1000,
-            viewport_width=frame.get("viewportWidth", self.width),
-            viewport_height=frame.get("viewportHeight", self.height),
+        self.recent.append(
+            Frame(
+                data=frame["data"],
+                captured=frame.get("timestamp", time.time() * 1000) / 1000,
+                viewport_width=frame.get("viewportWidth", self.width),
+                viewport_height=frame.get("viewportHeight", self.height),
+            )
         )
-        self.recent.append(self.latest)
         self.frame_count += 1
         self.video.add_frame(frame["data"])
         if self.on_live_frame is not None:
@@ -278,9 +281,10 @@ class RunRecorder:
         box: Box | None,
         box_of: Locator | None = None,
     ) -> None:
-        """Stores the first settled frame after an action, outlined, as `artifact_id`: `box`,
-        else the box the page reported for the action, else `box_of`'s box (looked up in the
-        background: for steps that wait for an element rather than act on it)."""
+        """Stores the frame that shows the action's result (`_frame_of_step`), outlined, as
+        `artifact_id`: `box`, else the box the page reported for the action, else `box_of`'s
+        box (looked up in the background: for steps that wait for an element rather than act
+        on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
         self._spawn(self._screenshot(artifact_id, name, box, box_of, seq, self._step_started))
