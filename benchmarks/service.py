@@ -357,6 +357,34 @@ class Deployment:
         self.stop()
 
 
+@contextlib.contextmanager
+def deployed(
+    backend: Backend,
+    work: Path,
+    label: str,
+    *,
+    topology: str = "embedded",
+    api_workers: int | None = None,
+    concurrency: int = 1,
+) -> Iterator[Deployment]:
+    """A fresh database and a deployment on it, in `work / label`. `topology`: the worker in
+    the API process (embedded) or a `glassbox worker` beside an API-only process (separate);
+    `api_workers=0` for an API alone."""
+    embedded = topology == "embedded"
+    with (
+        backend.fresh(work / label) as url,
+        Deployment(
+            label,
+            work / label,
+            url,
+            api_workers=(1 if embedded else 0) if api_workers is None else api_workers,
+            concurrency=concurrency,
+            separate_workers=0 if embedded else 1,
+        ) as deployment,
+    ):
+        yield deployment
+
+
 class Api:
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
@@ -468,16 +496,7 @@ def bench_queue(
     results = []
     for topology in args.topologies:
         print(f"\n## queue latency, {topology} worker  {load_note('before')}", flush=True)
-        with (
-            backend.fresh(work / f"queue-{topology}") as url,
-            Deployment(
-                f"queue-{topology}",
-                work / f"queue-{topology}",
-                url,
-                api_workers=1 if topology == "embedded" else 0,
-                separate_workers=0 if topology == "embedded" else 1,
-            ) as deployment,
-        ):
+        with deployed(backend, work, f"queue-{topology}", topology=topology) as deployment:
             api = Api(deployment)
             try:
                 workflow = goto_workflow(site)
@@ -591,16 +610,7 @@ def bench_cancel(
     results = []
     for topology in args.topologies:
         print(f"\n## cancel latency, {topology} worker  {load_note('before')}", flush=True)
-        with (
-            backend.fresh(work / f"cancel-{topology}") as url,
-            Deployment(
-                f"cancel-{topology}",
-                work / f"cancel-{topology}",
-                url,
-                api_workers=1 if topology == "embedded" else 0,
-                separate_workers=0 if topology == "embedded" else 1,
-            ) as deployment,
-        ):
+        with deployed(backend, work, f"cancel-{topology}", topology=topology) as deployment:
             api = Api(deployment)
             try:
                 api.wait_terminal(api.create(goto_workflow(site))["id"])  # warm-up
@@ -832,11 +842,8 @@ def bench_list(
         **json.loads(json.dumps(shop_workflow(site))),
         "url": "https://shop.example.com/",
     }
-    with (
-        backend.fresh(work / "list") as url,
-        Deployment("list", work / "list", url, api_workers=0) as deployment,
-    ):
-        engine = create_engine(sync_url(url))
+    with deployed(backend, work, "list", api_workers=0) as deployment:
+        engine = create_engine(sync_url(deployment.database_url))
         api = Api(deployment)
         try:
             inserted = 0
@@ -908,12 +915,7 @@ def bench_throughput(
             f"{load_note('before')}",
             flush=True,
         )
-        with (
-            backend.fresh(work / label) as url,
-            Deployment(
-                label, work / label, url, api_workers=1, concurrency=concurrency
-            ) as deployment,
-        ):
+        with deployed(backend, work, label, concurrency=concurrency) as deployment:
             api = Api(deployment)
             try:
                 warm = api.wait_terminal(api.create(workflow)["id"])

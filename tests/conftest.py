@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, async_playwright
 
 from examples.site_server import SiteServer
+from runner.browser import launch
 from runner.session import Services, open_services, queue_run, run_now, runner_env
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
@@ -25,6 +28,18 @@ def site() -> Iterator[SiteServer]:
     server = SiteServer().start()
     yield server
     server.stop()
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Chromium as Glassbox launches it (a Playwright-managed one if installed, else Debian's),
+    for tests that drive pages themselves."""
+    async with async_playwright() as pw:
+        launched = await launch(pw, RunnerSettings())
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from playwright.async_api import (
     FilePayload,
     Locator,
     Page,
-    async_playwright,
     expect,
 )
 
@@ -29,15 +28,6 @@ from examples.site_server import SiteServer, load_products, search_products
 
 REPO = Path(__file__).resolve().parents[2]
 SHOP_YAML = REPO / "examples" / "shop.yaml"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # What examples/shop.yaml finds: in-stock lamps, cheapest first.
 EXPECTED_NAMES = ["Glow Reading Lamp", "Nimbus Desk Lamp", "Aurora Table Lamp", "Beacon Floor Lamp"]
@@ -57,16 +47,6 @@ def site() -> Iterator[SiteServer]:
 def client(site: SiteServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=site.url, timeout=10) as c:
         yield c
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest_asyncio.fixture

@@ -12,10 +12,9 @@ from typing import Any
 
 import yaml
 from PIL import Image, ImageChops, ImageStat
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser
 
 from examples.site_server import SiteServer
-from runner.browser import launch
 from runner.media import find_ffprobe
 from runner.settings import RunnerSettings
 from tests.conftest import Outcome
@@ -337,31 +336,29 @@ def red_box(image: Image.Image) -> tuple[int, int, int, int] | None:
 
 
 async def element_boxes(
-    url: str, selectors: list[str]
+    browser: Browser, url: str, selectors: list[str]
 ) -> dict[str, tuple[float, float, float, float]]:
     """Where each element is, measured in a plain Playwright page at the run's viewport."""
     settings = RunnerSettings()
-    async with async_playwright() as pw:
-        browser = await launch(pw, settings)
-        try:
-            page = await browser.new_page(
-                viewport={"width": settings.viewport_width, "height": settings.viewport_height}
-            )
-            await page.goto(url)
-            boxes = {}
-            for selector in selectors:
-                frame_selector, _, inner = selector.rpartition(" >>> ")
-                scope = page.frame_locator(frame_selector) if frame_selector else page
-                box = await scope.locator(inner).bounding_box()
-                assert box is not None, selector
-                boxes[selector] = (box["x"], box["y"], box["width"], box["height"])
-            return boxes
-        finally:
-            await browser.close()
+    page = await browser.new_page(
+        viewport={"width": settings.viewport_width, "height": settings.viewport_height}
+    )
+    try:
+        await page.goto(url)
+        boxes = {}
+        for selector in selectors:
+            frame_selector, _, inner = selector.rpartition(" >>> ")
+            scope = page.frame_locator(frame_selector) if frame_selector else page
+            box = await scope.locator(inner).bounding_box()
+            assert box is not None, selector
+            boxes[selector] = (box["x"], box["y"], box["width"], box["height"])
+        return boxes
+    finally:
+        await page.close()
 
 
 async def test_each_action_screenshot_outlines_the_element_it_acted_on(
-    run_workflow: Any, site: SiteServer
+    run_workflow: Any, site: SiteServer, browser: Browser
 ) -> None:
     """The outline comes from where the page saw the action land (runner.tracking): checked
     per verb against the element's box measured independently, also inside a same-origin
@@ -395,8 +392,8 @@ async def test_each_action_screenshot_outlines_the_element_it_acted_on(
         }
     )
     assert outcome.status == "completed", outcome.run.failure_reason
-    expected = await element_boxes(site.url + "shop/search.html", [s for _, s, _ in steps])
-    expected |= await element_boxes(site.url + "frame.html", ["#shop-frame >>> #q"])
+    expected = await element_boxes(browser, site.url + "shop/search.html", [s for _, s, _ in steps])
+    expected |= await element_boxes(browser, site.url + "frame.html", ["#shop-frame >>> #q"])
     checks = [(verb, selector) for verb, selector, _ in steps] + [("fill", "#shop-frame >>> #q")]
     actions = [a for a in outcome.actions() if a.data["verb"] != "goto"]
     assert [a.data["verb"] for a in actions] == [verb for verb, _ in checks]

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from examples.site_server import SiteServer
 from tests.api.conftest import (
@@ -21,7 +21,6 @@ from tests.api.conftest import (
     visit_workflow,
     wait_status,
 )
-from tests.examples.test_site_server import CHROMIUM, CHROMIUM_ARGS
 
 __all__ = ["sqlite_service"]  # the module-scoped `glassbox serve` fixture, used here
 
@@ -71,16 +70,6 @@ class Watched:
             and urlsplit(url).netloc != own
             and url not in self.served_by_worker
         ]
-
-
-@pytest_asyncio.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest_asyncio.fixture
