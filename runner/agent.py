@@ -3,18 +3,35 @@ terminates, loops or runs out of steps. Every step is on the timeline like any o
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runner.llm import LLMClient, ProviderError
+from runner.actions import StepCall, perform
+from runner.context import RunContext
+from runner.errors import RunEnded, StepFailed, ToolProblem
+from runner.extract import schema_errors
+from runner.llm import Completion, ProviderError
 from runner.observe import Element, Observation, UnknownElement, element_handle, observe
-from storage.status import CardKind
-
-if TYPE_CHECKING:
-    from runner.executor import RunExecution
-    from runner.workflow import GoalBlock
+from runner.steps import Located
+from runner.workflow import (
+    CheckArgs,
+    ClickArgs,
+    ExtractBlock,
+    FillArgs,
+    GoalBlock,
+    GoBackArgs,
+    GotoArgs,
+    PressArgs,
+    ScrollArgs,
+    SelectArgs,
+    StepArgs,
+    UploadArgs,
+    WaitArgs,
+)
+from storage.status import ArtifactKind, CardKind, RunStatus
 
 SYSTEM_PROMPT = """You are Glassbox's browser agent. You operate a real web browser to reach the \
 user's goal, one step at a time, by calling exactly one of the tools per turn (more only when \
@@ -112,10 +129,6 @@ TOOL_NAMES = {t["function"]["name"] for t in TOOLS}
 LOOP_REPEATS = 3
 
 
-class ToolProblem(Exception):
-    """A tool call that could not be carried out; the model is told and may try again."""
-
-
 @dataclass
 class Finish:
     kind: str  # "complete" | "terminate"
@@ -130,11 +143,11 @@ class AgentState:
     extracted: dict[str, Any] = field(default_factory=dict)
 
 
-def secret_placeholders(execution: RunExecution) -> dict[str, str]:
+def secret_placeholders(ctx: RunContext) -> dict[str, str]:
     return {
-        f"{{{{secret:{name}}}}}": str(execution.inputs.values[name])
-        for name in execution.inputs.secret_names
-        if execution.inputs.values.get(name) is not None
+        f"{{{{secret:{name}}}}}": str(ctx.inputs.values[name])
+        for name in ctx.inputs.secret_names
+        if ctx.inputs.values.get(name) is not None
     }
 
 
@@ -168,17 +181,16 @@ def code_locator(element: Element) -> str:
     return f"page.locator({q(element.tag)}).first"
 
 
-async def run_goal(execution: RunExecution, block: GoalBlock, client: LLMClient) -> None:
-    from runner.steps import StepFailed
-
-    model = block.model or execution.workflow.model or client.settings.llm_model
-    placeholders = secret_placeholders(execution)
-    goal = hide_secrets(execution.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
+async def run_goal(ctx: RunContext, block: GoalBlock) -> None:
+    client = ctx.llm()
+    model = block.model or ctx.workflow.model or client.settings.llm_model
+    placeholders = secret_placeholders(ctx)
+    goal = hide_secrets(ctx.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
-    execution.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
+    ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
     for step in range(1, block.max_steps + 1):
-        await execution._settle_tabs()
-        page = execution.page
+        await ctx.settle_tabs()
+        page = ctx.page
         assert page is not None
         observation = await observe(
             page,
@@ -188,20 +200,20 @@ async def run_goal(execution: RunExecution, block: GoalBlock, client: LLMClient)
         prompt_text = hide_secrets(observation.as_prompt(goal), placeholders)
         _forget_old_observations(state.messages)
         state.messages.append(_user_message(prompt_text, observation))
-        execution.step_count += 1
+        ctx.step_count += 1
         try:
             completion = await client.chat(
                 model=model, messages=wire_messages(state.messages), tools=TOOLS
             )
         except ProviderError as exc:
             raise StepFailed(f'block "{block.label}", step {step}: {exc}') from None
-        await execution.account_llm(step, state.messages, completion, model)
+        await record_llm_call(ctx, step, state.messages, completion, model, TOOLS)
         message = completion.message
         thought = hide_secrets((message.content or "").strip(), placeholders)
-        await execution.emit(
+        await ctx.emit(
             CardKind.thought,
             block_label=block.label,
-            data={"text": thought, "llm": execution.last_llm},
+            data={"text": thought, "llm": ctx.last_llm},
         )
         calls = list(message.tool_calls or [])
         state.messages.append(_assistant_message(message))
@@ -215,39 +227,32 @@ async def run_goal(execution: RunExecution, block: GoalBlock, client: LLMClient)
             )
             continue
         for call in calls:
-            finish = await _dispatch(execution, block, observation, call, state, placeholders, step)
+            finish = await _dispatch(ctx, block, observation, call, state, placeholders, step)
             if finish is not None:
                 # Answer the remaining calls so the conversation stays well-formed.
-                await _finish(execution, block, finish, state)
+                await _finish(ctx, block, finish, state)
                 return
     raise StepFailed(
         f'block "{block.label}": reached max_steps ({block.max_steps}) without completing the goal'
     )
 
 
-async def _finish(
-    execution: RunExecution, block: GoalBlock, finish: Finish, state: AgentState
-) -> None:
-    from runner.executor import RunEnded
-    from runner.extract import schema_errors
-    from runner.steps import StepFailed
-    from storage.status import RunStatus
-
+async def _finish(ctx: RunContext, block: GoalBlock, finish: Finish, state: AgentState) -> None:
     if finish.kind == "terminate":
         raise RunEnded(RunStatus.terminated, f'block "{block.label}": {finish.summary}')
     data = dict(state.extracted)
     if isinstance(finish.data, dict):
         data.update(finish.data)
-    schema = execution.workflow.extraction_schema
+    schema = ctx.workflow.extraction_schema
     if schema is not None and data:
-        problem = schema_errors({**execution.extracted, **data}, schema)
+        problem = schema_errors({**ctx.extracted, **data}, schema)
         if problem:
             raise StepFailed(
                 f'block "{block.label}": the extracted information does not match '
                 f"extraction_schema: {problem}"
             )
-    execution.extracted.update(data)
-    execution.summary = finish.summary or execution.summary
+    ctx.extracted.update(data)
+    ctx.summary = finish.summary or ctx.summary
 
 
 def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -266,8 +271,6 @@ def _forget_old_observations(messages: list[dict[str, Any]]) -> None:
 def _user_message(text: str, observation: Observation) -> dict[str, Any]:
     content: Any = text
     if observation.screenshot:
-        import base64
-
         image = base64.b64encode(observation.screenshot).decode()
         content = [
             {"type": "text", "text": text},
@@ -291,7 +294,7 @@ def _assistant_message(message: Any) -> dict[str, Any]:
 
 
 async def _dispatch(
-    execution: RunExecution,
+    ctx: RunContext,
     block: GoalBlock,
     observation: Observation,
     call: Any,
@@ -330,25 +333,18 @@ async def _dispatch(
         else:
             reply("error: data must be an object")
         return None
-    signature = json.dumps(
-        [name, args, execution.page.url if execution.page else ""], sort_keys=True
-    )
+    signature = json.dumps([name, args, ctx.page.url if ctx.page else ""], sort_keys=True)
     state.signatures.append(signature)
     if state.signatures[-LOOP_REPEATS:] == [signature] * LOOP_REPEATS:
-        from runner.executor import RunEnded
-        from storage.status import RunStatus
-
         reply("stopped: the same action was repeated")
         raise RunEnded(
             RunStatus.failed,
             f'block "{block.label}", step {step}: the agent is looping — it repeated {name} '
-            f"{json.dumps(args)} on {execution.page.url if execution.page else 'the page'} "
+            f"{json.dumps(args)} on {ctx.page.url if ctx.page else 'the page'} "
             f"{LOOP_REPEATS} times",
         )
     try:
-        result = await execution.agent_action(
-            block.label, step, name, args, observation, placeholders
-        )
+        result = await act(ctx, block.label, step, name, args, observation, placeholders)
     except (ToolProblem, UnknownElement) as exc:
         reply(f"error: {exc}")
         return None
@@ -357,7 +353,7 @@ async def _dispatch(
 
 
 async def act(
-    execution: RunExecution,
+    ctx: RunContext,
     block: str,
     step: int,
     name: str,
@@ -365,162 +361,152 @@ async def act(
     observation: Observation,
     placeholders: dict[str, str],
 ) -> str:
-    """Carries out one browser tool call; an action card like any deterministic step's."""
-    import asyncio
-    import time
-
-    from playwright.async_api import Error as PlaywrightError
-
-    from runner.recorder import Box
-
-    page = execution.page
-    assert page is not None
-    timeout = execution.settings.step_timeout_ms
-    element: Element | None = None
-    target: str | None = None
-    value: str | None = None
-    lines: list[str] = []
-    box: Box | None = None
-    video_ms = execution.recorder.video_ms()
-    execution.recorder.action_started()
-    started = time.monotonic()
-    url_before = page.url
+    """Carries out one browser tool call through the step engine, as a workflow step would
+    be; a call that cannot be carried out gets a `refused` card."""
     try:
-        if "element" in args:
-            try:
-                number = int(args["element"])
-            except (TypeError, ValueError):
-                raise ToolProblem(
-                    f"element must be an integer N, got {args['element']!r}"
-                ) from None
-            element = next((e for e in observation.elements if e.index == number), None)
-            if element is None:
-                raise ToolProblem(
-                    f"there is no element [{number}] in the newest observation "
-                    f"(elements go from 1 to {len(observation.elements)})"
-                )
-            handle = await element_handle(page, observation, number)
-            target = element.line()
-            found = await handle.bounding_box()
-            box = Box(**found) if found else None
-            execution.recorder.announce(f"{name} {element.tag} {element.text[:40]}".strip(), box)
-            locator = code_locator(element)
-            if name == "click":
-                await handle.click(timeout=timeout)
-                lines = [f"{locator}.click()"]
-            elif name == "input_text":
-                shown = str(args.get("text", ""))
-                text = reveal_secrets(shown, placeholders)
-                await handle.fill(text, timeout=timeout)
-                value = execution.masker.mask_text(text)
-                lines = [f"{locator}.fill({execution.code.value_expr(None, text)})"]
-            elif name == "select_option":
-                option = str(args.get("option", ""))
-                try:
-                    await handle.select_option(label=option, timeout=timeout)
-                except PlaywrightError:
-                    await handle.select_option(value=option, timeout=timeout)
-                value = option
-                lines = [f"{locator}.select_option({json.dumps(option)})"]
-            elif name == "check":
-                await handle.check(timeout=timeout)
-                lines = [f"{locator}.check()"]
-            elif name == "upload_file":
-                from runner.steps import StepFailed, _upload_path
-
-                try:
-                    path = _upload_path(str(args.get("file", "")), None)
-                except StepFailed as exc:
-                    raise ToolProblem(exc.reason) from None
-                await handle.set_input_files(path, timeout=timeout)
-                value = path
-                lines = [f"{locator}.set_input_files({json.dumps(path)})"]
-            else:
-                raise ToolProblem(f"{name} takes no element")
-        elif name == "press":
-            key = str(args.get("key", ""))
-            execution.recorder.announce(f"press {key}", None)
-            await page.keyboard.press(key)
-            value = key
-            lines = [f"page.keyboard.press({json.dumps(key)})"]
-        elif name == "scroll":
-            direction = str(args.get("direction", "down"))
-            dx, dy = {"down": (0, 600), "up": (0, -600), "right": (600, 0), "left": (-600, 0)}.get(
-                direction, (0, 600)
-            )
-            execution.recorder.announce(f"scroll {direction}", None)
-            await page.mouse.wheel(dx, dy)
-            await page.wait_for_timeout(100)
-            value = direction
-            lines = [f"page.mouse.wheel({dx}, {dy})"]
-        elif name == "goto":
-            url = str(args.get("url", ""))
-            try:
-                execution.inputs.check_url(url, "url")
-            except Exception as exc:
-                raise ToolProblem(str(exc)) from None
-            execution.recorder.announce(f"goto {url}", None)
-            await page.goto(url, timeout=execution.settings.navigation_timeout_ms)
-            target = url
-            lines = [f"page.goto({json.dumps(url)})"]
-        elif name == "go_back":
-            execution.recorder.announce("go back", None)
-            await page.go_back(timeout=execution.settings.navigation_timeout_ms)
-            lines = ["page.go_back()"]
-        elif name == "wait":
-            seconds = min(max(float(args.get("seconds", 1) or 0), 0.0), 30.0)
-            await asyncio.sleep(seconds)
-            value = f"{seconds:g} s"
-            lines = [f"page.wait_for_timeout({int(seconds * 1000)})"]
-        else:
-            raise ToolProblem(f"unsupported tool {name!r}")
-    except ToolProblem as exc:
-        await execution.action_card(
-            block,
-            name,
-            step,
-            video_ms,
-            started,
-            target=target,
+        call = await _step_call(ctx, block, step, name, args, observation, placeholders)
+    except (ToolProblem, UnknownElement) as exc:
+        action = await ctx.begin_action(block, name, step)
+        element = _element_of(args, observation)
+        await ctx.action_card(
+            action,
+            target=element.line() if element else None,
             result="refused",
             error=str(exc),
-            url=url_before,
-            value=value,
+            url=action.url,
+            extra={"tool": name},
         )
-        raise
-    except PlaywrightError as exc:
-        message = str(exc).split("\n")[0]
-        await execution.action_card(
-            block,
-            name,
-            step,
-            video_ms,
-            started,
-            target=target,
-            result="failed",
-            error=message,
-            url=url_before,
-            value=value,
-            box=box,
-        )
-        raise ToolProblem(f"{name} failed: {message}") from None
-    execution._last_action = (len(execution.code_body), len(execution.code_body) + len(lines))
-    execution.code_body.extend(lines)
-    await execution._settle_tabs()
-    await execution.action_card(
-        block,
-        name,
-        step,
-        video_ms,
-        started,
-        target=target,
-        value=value,
-        result="ok",
-        code=lines,
-        box=box,
-        url=page.url if not page.is_closed() else url_before,
+        raise ToolProblem(str(exc)) from None
+    try:
+        await perform(ctx, call)
+    except StepFailed as exc:
+        raise ToolProblem(f"{name} failed: {exc.reason}") from None
+    return f"ok; the page is now {ctx.url or 'closed'}"
+
+
+def _element_of(args: dict[str, Any], observation: Observation) -> Element | None:
+    try:
+        number = int(args["element"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return next((e for e in observation.elements if e.index == number), None)
+
+
+async def _step_call(
+    ctx: RunContext,
+    block: str,
+    step: int,
+    name: str,
+    args: dict[str, Any],
+    observation: Observation,
+    placeholders: dict[str, str],
+) -> StepCall:
+    """The step arguments of a tool call, its element [N] found on the page."""
+    located: Located | None = None
+    if "element" in args:
+        if name not in ELEMENT_TOOLS:
+            raise ToolProblem(f"{name} takes no element")
+        try:
+            number = int(args["element"])
+        except (TypeError, ValueError):
+            raise ToolProblem(f"element must be an integer N, got {args['element']!r}") from None
+        element = _element_of(args, observation)
+        if element is None:
+            raise ToolProblem(
+                f"there is no element [{number}] in the newest observation "
+                f"(elements go from 1 to {len(observation.elements)})"
+            )
+        assert ctx.page is not None
+        handle = await element_handle(ctx.page, observation, number)
+        located = Located(handle, element.line(), code_locator(element))
+    elif name in ELEMENT_TOOLS:
+        raise ToolProblem(f"{name} needs an element")
+    step_args: StepArgs
+    if name == "click":
+        verb, step_args = "click", ClickArgs.model_construct()
+    elif name == "input_text":
+        text = reveal_secrets(str(args.get("text", "")), placeholders)
+        verb, step_args = "fill", FillArgs.model_construct(value=text)
+    elif name == "select_option":
+        verb, step_args = "select", SelectArgs.model_construct(value=str(args.get("option", "")))
+    elif name == "check":
+        verb, step_args = "check", CheckArgs.model_construct(checked=True)
+    elif name == "upload_file":
+        verb, step_args = "upload", UploadArgs.model_construct(file=str(args.get("file", "")))
+    elif name == "press":
+        verb, step_args = "press", PressArgs.model_construct(key=str(args.get("key", "")))
+    elif name == "scroll":
+        direction = str(args.get("direction", "down"))
+        if direction not in ("up", "down", "left", "right"):
+            direction = "down"
+        verb, step_args = "scroll", ScrollArgs(direction=direction)  # type: ignore[arg-type]
+    elif name == "goto":
+        url = str(args.get("url", ""))
+        try:
+            ctx.inputs.check_url(url, "url")
+        except Exception as exc:
+            raise ToolProblem(str(exc)) from None
+        verb, step_args = "goto", GotoArgs(url=url)
+    elif name == "go_back":
+        verb, step_args = "go_back", GoBackArgs()
+    elif name == "wait":
+        try:
+            seconds = min(max(float(args.get("seconds", 1) or 0), 0.0), 30.0)
+        except (TypeError, ValueError):
+            raise ToolProblem("seconds must be a number") from None
+        verb, step_args = "wait", WaitArgs(seconds=seconds)
+    else:
+        raise ToolProblem(f"unsupported tool {name!r}")
+    return StepCall(block, step, verb, step_args, located=located, tool=name)
+
+
+ELEMENT_TOOLS = {"click", "input_text", "select_option", "check", "upload_file"}
+
+
+async def record_llm_call(
+    ctx: RunContext,
+    step: int,
+    messages: list[dict[str, Any]],
+    completion: Completion,
+    model: str,
+    tools: list[dict[str, Any]],
+) -> None:
+    """Stores the prompt and the response (secrets masked) and adds the usage to the run."""
+    name = f"step-{ctx.step_count:04d}"
+    prompt = {
+        "model": model,
+        "messages": wire_messages(messages),
+        "tools": [t["function"]["name"] for t in tools],
+    }
+    masked = ctx.masker.mask_obj
+    prompt_art = await ctx.sink.put_bytes(
+        ArtifactKind.llm_prompt,
+        f"{name}-prompt.json",
+        json.dumps(masked(prompt), ensure_ascii=False, indent=1).encode(),
+        content_type="application/json",
     )
-    return f"ok; the page is now {execution.page.url if execution.page else url_before}"
+    response_art = await ctx.sink.put_bytes(
+        ArtifactKind.llm_response,
+        f"{name}-response.json",
+        json.dumps(masked(completion.raw), ensure_ascii=False, indent=1).encode(),
+        content_type="application/json",
+    )
+    metrics = ctx.metrics
+    metrics["prompt_tokens"] += completion.prompt_tokens
+    metrics["completion_tokens"] += completion.completion_tokens
+    metrics["llm_calls"] += 1
+    metrics["cost_usd"] = round(metrics["cost_usd"] + completion.cost_usd, 8)
+    ctx.last_llm = {
+        "model": model,
+        "step": step,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "cost_usd": completion.cost_usd,
+        "duration_ms": completion.duration_ms,
+        "prompt_artifact_id": prompt_art.id,
+        "response_artifact_id": response_art.id,
+    }
+    await ctx.save_counters()
 
 
 EXTRACT_PROMPT = """You read a web page and return the data the instruction asks for, by calling \
@@ -535,20 +521,17 @@ RECORD_TOOL = _tool(
 )
 
 
-async def extract_with_model(execution: RunExecution, block: Any, client: LLMClient) -> None:
+async def extract_with_model(ctx: RunContext, block: ExtractBlock) -> None:
     """An extract block with an `instruction`: the model reads the page and returns JSON, which
     is checked against the block's schema."""
-    import time
-
-    from runner.extract import schema_errors
-    from runner.steps import StepFailed
-
-    page = execution.page
+    client = ctx.llm()
+    await ctx.settle_tabs()
+    page = ctx.page
     assert page is not None
-    model = execution.workflow.model or client.settings.llm_model
-    placeholders = secret_placeholders(execution)
+    model = ctx.workflow.model or client.settings.llm_model
+    placeholders = secret_placeholders(ctx)
     instruction = hide_secrets(
-        execution.inputs.render(block.instruction or "", f"{block.label}.instruction"), placeholders
+        ctx.inputs.render(block.instruction or "", f"{block.label}.instruction"), placeholders
     )
     observation = await observe(page, text_budget=max(client.settings.llm_text_budget, 8000))
     schema = block.schema_
@@ -560,10 +543,8 @@ async def extract_with_model(execution: RunExecution, block: Any, client: LLMCli
         {"role": "system", "content": EXTRACT_PROMPT},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
-    execution.step_count += 1
-    video_ms = execution.recorder.video_ms()
-    execution.recorder.action_started()
-    started = time.monotonic()
+    ctx.step_count += 1
+    action = await ctx.begin_action(block.label, "extract", 1)
     data: Any = None
     problem: str | None = None
     for _attempt in range(2):
@@ -571,7 +552,7 @@ async def extract_with_model(execution: RunExecution, block: Any, client: LLMCli
             completion = await client.chat(model=model, messages=messages, tools=[RECORD_TOOL])
         except ProviderError as exc:
             raise StepFailed(f'block "{block.label}": {exc}') from None
-        await execution.account_llm(execution.step_count, messages, completion, model)
+        await record_llm_call(ctx, ctx.step_count, messages, completion, model, [RECORD_TOOL])
         data, problem = _extracted(completion.message)
         if problem is None and schema is not None:
             problem = schema_errors(data, schema)
@@ -587,39 +568,30 @@ async def extract_with_model(execution: RunExecution, block: Any, client: LLMCli
     if problem is not None:
         raise StepFailed(f'block "{block.label}": the model\'s extraction is not valid: {problem}')
     if isinstance(data, dict):
-        execution.extracted.update(data)
+        ctx.extracted.update(data)
     else:
-        execution.extracted[block.label] = data
-    await execution.emit(
+        ctx.extracted[block.label] = data
+    await ctx.emit(
         CardKind.thought,
         block_label=block.label,
-        data={"text": f"Extracted with {model}: {instruction}", "llm": execution.last_llm},
+        data={"text": f"Extracted with {model}: {instruction}", "llm": ctx.last_llm},
     )
-    await execution.action_card(
-        block.label,
-        "extract",
-        1,
-        video_ms,
-        started,
+    assignment = (
+        f"extracted.update({data!r})"
+        if isinstance(data, dict)
+        else f"extracted[{block.label!r}] = {data!r}"
+    )
+    await ctx.action_card(
+        action,
         target=instruction,
         value=json.dumps(data, ensure_ascii=False)[:2000],
         result="ok",
         url=page.url,
-        code=[
-            f"# extracted by the model: {instruction[:60]!r}",
-            f"extracted.update({data!r})"
-            if isinstance(data, dict)
-            else f"extracted[{block.label!r}] = {data!r}",
-        ],
+        code=[f"# extracted by the model: {instruction[:60]!r}", assignment],
         extra={"extracted": data},
     )
-    execution.code_body.extend(
-        [
-            f"# block {block.label!r}: extracted by the model ({instruction[:60]!r})",
-            f"extracted.update({data!r})"
-            if isinstance(data, dict)
-            else f"extracted[{block.label!r}] = {data!r}",
-        ]
+    ctx.code_body.extend(
+        [f"# block {block.label!r}: extracted by the model ({instruction[:60]!r})", assignment]
     )
 
 

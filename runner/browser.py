@@ -8,7 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from playwright.async_api import Browser, Playwright
 
@@ -16,6 +18,25 @@ from runner.media import find_ffmpeg
 from runner.settings import RunnerSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+try:  # Playwright's own way to keep a call out of the trace's action list (its internal calls)
+    from playwright._impl.channel_owner import ApiZone
+    from playwright._impl.utils.zones import current_zone
+except ImportError:  # pragma: no cover - another Playwright layout: the calls are traced
+    ApiZone = None  # type: ignore[assignment,misc]
+
+
+async def untraced(call: Callable[[], Awaitable[T]]) -> T:
+    """Runs Playwright calls that are Glassbox's bookkeeping (a box to outline, the page's
+    text for the model, the final HTML), not the user's steps, as Playwright runs its own
+    internal calls: kept out of the trace, whose action list then reads as the workflow."""
+    if ApiZone is None:
+        return await call()
+    zone = current_zone().with_("apiZone", ApiZone("glassbox", [], None, internal=True))
+    return await zone.run_async(call)
+
 
 SYSTEM_CHROMIUMS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 

@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 
 from playwright.async_api import BrowserContext, ElementHandle, Error, Frame, Page
 
+from runner.browser import untraced
+
 TEXT_LIMIT = 80  # characters of an element's text
 VALUE_LIMIT = 80  # characters of an attribute value (href, value, id...)
 TITLE_LIMIT = 200
@@ -259,7 +261,12 @@ async def _evaluate(page: Page, arg: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-async def observe(
+async def observe(page: Page, **options: Any) -> Observation:
+    """The page as the agent sees it this step (see `_observe`), kept out of the trace."""
+    return await untraced(lambda: _observe(page, **options))
+
+
+async def _observe(
     page: Page,
     *,
     text_budget: int = 4000,
@@ -315,6 +322,11 @@ async def _frame_of(page: Page, element: Element, step: str) -> Frame | None:
 
 
 async def element_handle(page: Page, observation: Observation, index: int) -> ElementHandle:
+    """Element ``[index]`` of ``observation`` (see `_element_handle`), kept out of the trace."""
+    return await untraced(lambda: _element_handle(page, observation, index))
+
+
+async def _element_handle(page: Page, observation: Observation, index: int) -> ElementHandle:
     """Element ``[index]`` of ``observation``, found through this step's DOM marks.
 
     Raises :class:`UnknownElement` when the observation lists no such element and

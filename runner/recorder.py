@@ -9,18 +9,28 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
 from playwright._impl._api_structures import ScreencastFrame
-from playwright.async_api import BrowserContext, ConsoleMessage, Download, Error, Locator, Page
+from playwright.async_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Download,
+    ElementHandle,
+    Error,
+    Locator,
+    Page,
+)
 
 from runner.annotations import Annotator
 from runner.artifacts import ArtifactSink
+from runner.browser import untraced
 from runner.secrets import SecretMasker
+from runner.settings import RunnerSettings
 from runner.tracking import BINDING, TRACKER_SCRIPT, Acted, ActionTracker
 from runner.video import VideoRecorder
 from storage.models import Artifact
@@ -69,9 +79,12 @@ def outline(frame: Frame, box: Box | None) -> bytes:
     return out.getvalue()
 
 
-async def _box_of(locator: Locator) -> Box | None:
+async def _box_of(element: Locator | ElementHandle) -> Box | None:
     try:
-        found = await locator.bounding_box(timeout=500)
+        if isinstance(element, Locator):
+            found = await untraced(lambda: element.bounding_box(timeout=500))
+        else:
+            found = await untraced(element.bounding_box)
     except Error:
         return None
     return Box(**found) if found else None
@@ -119,6 +132,64 @@ class RunRecorder:
         self.recent: deque[Frame] = deque(maxlen=64)
         self.tracker = ActionTracker()
         self.started = False
+        self.har = False
+        self.trace = False
+        self.tracing = False
+        self.context: BrowserContext | None = None
+
+    @classmethod
+    def for_run(
+        cls, *, sink: ArtifactSink, masker: SecretMasker, spool: Path, settings: RunnerSettings
+    ) -> RunRecorder:
+        recorder = cls(
+            sink=sink,
+            masker=masker,
+            spool=spool,
+            fps=settings.video_fps,
+            width=settings.video_size[0],
+            height=settings.video_size[1],
+            quality=settings.video_quality,
+            annotate=settings.annotate_actions,
+            annotation_ms=settings.annotation_ms,
+        )
+        recorder.har, recorder.trace = settings.har, settings.trace
+        return recorder
+
+    # --- the start --------------------------------------------------------------------------
+
+    def context_options(self) -> dict[str, Any]:
+        """The browser context's own recording: the HAR."""
+        if not self.har:
+            return {}
+        return {"record_har_path": str(self.spool / "network.har"), "record_har_content": "embed"}
+
+    async def start(self, context: BrowserContext, *, title: str) -> Page:
+        """Records `context` from its first page on, which it opens and returns."""
+        self.context = context
+        await self.track(context)
+        page = await context.new_page()
+        self.watch(page)
+        self.start_video()
+        # Our screencast first, so the trace's own screencast joins it at our frame size.
+        await self.follow(page)
+        if self.trace:
+            await context.tracing.start(
+                title=title, screenshots=True, snapshots=True, sources=False
+            )
+            self.tracing = True
+        return page
+
+    async def group(self, title: str) -> None:
+        """Opens a group in the trace's action list (one per block)."""
+        if self.tracing and self.context is not None:
+            await self.context.tracing.group(title)
+
+    async def group_end(self) -> None:
+        if self.tracing and self.context is not None:
+            try:
+                await self.context.tracing.group_end()
+            except Error:
+                pass
 
     # --- video and frames -------------------------------------------------------------------
 
@@ -127,7 +198,7 @@ class RunRecorder:
         """The newest frame of the recorded tab."""
         return self.recent[-1] if self.recent else None
 
-    def start(self) -> None:
+    def start_video(self) -> None:
         self.video.start()
         self.started = True
 
@@ -155,13 +226,15 @@ class RunRecorder:
         previous, self.active = self.active, page
         if previous is not None and not previous.is_closed():
             try:
-                await previous.screencast.stop()
+                await untraced(previous.screencast.stop)
             except Error:
                 pass
-        await page.screencast.start(
-            on_frame=lambda frame: self._on_frame(page, frame),
-            size={"width": self.width, "height": self.height},
-            quality=self.quality,
+        await untraced(
+            lambda: page.screencast.start(
+                on_frame=lambda frame: self._on_frame(page, frame),
+                size={"width": self.width, "height": self.height},
+                quality=self.quality,
+            )
         )
         if self.annotate == "playwright":
             await page.screencast.show_actions(duration=self.annotation_ms, position="top-right")
@@ -279,7 +352,7 @@ class RunRecorder:
         artifact_id: str,
         name: str,
         box: Box | None,
-        box_of: Locator | None = None,
+        box_of: Locator | ElementHandle | None = None,
     ) -> None:
         """Stores the frame that shows the action's result (`_frame_of_step`), outlined, as
         `artifact_id`: `box`, else the box the page reported for the action, else `box_of`'s
@@ -294,7 +367,7 @@ class RunRecorder:
         artifact_id: str,
         name: str,
         box: Box | None,
-        box_of: Locator | None,
+        box_of: Locator | ElementHandle | None,
         seq: int,
         began: float,
     ) -> None:
@@ -368,7 +441,7 @@ class RunRecorder:
         self.active = None
         if page is not None and not page.is_closed():
             try:
-                await asyncio.wait_for(page.screencast.stop(), timeout=5)
+                await asyncio.wait_for(untraced(page.screencast.stop), timeout=5)
             except (Error, TimeoutError):
                 pass
 
@@ -381,3 +454,75 @@ class RunRecorder:
             return None
         out = self.spool / "recording.mp4"
         return await asyncio.to_thread(self.video.finish, out)
+
+    async def finish(self, page: Page | None) -> list[str]:
+        """Stops everything recorded and stores it, secrets masked, whatever the run's ending.
+        Returns what could not be kept, in words."""
+        missing: list[str] = []
+
+        async def guard(what: str, coro: Awaitable[Any], timeout: float) -> Any:
+            try:
+                return await asyncio.wait_for(coro, timeout)
+            except Exception as exc:
+                log.warning("%s: %s failed", self.sink.run_id, what, exc_info=True)
+                missing.append(f"{what}: {type(exc).__name__}: {exc}".strip())
+                return None
+
+        await guard("screenshots", self.drain(), 30)
+        html: str | None = None
+        if page is not None and not page.is_closed():
+            html = await guard("final html", untraced(page.content), 5)
+        await guard("screencast", self.stop_screencast(), 10)
+        # The video's remux runs while the trace and the HAR are written.
+        video = asyncio.ensure_future(guard("video", self.finish_video(), 120))
+        trace_path = self.spool / "trace.zip"
+        if self.tracing and self.context is not None:
+            await guard("trace", self.context.tracing.stop(path=str(trace_path)), 60)
+        if self.context is not None:
+            await guard("context", self.context.close(), 30)
+        console = self.close_console()
+
+        async def store_video() -> None:
+            path = await video
+            if path is not None:
+                await guard(
+                    "store video",
+                    self.sink.put_file(ArtifactKind.video, "recording.mp4", path),
+                    300,
+                )
+
+        async def store_masked(
+            kind: ArtifactKind, path: Path, mask: Callable[[Path], Any], content_type: str | None
+        ) -> None:
+            """Masks the secrets in a spooled file in place (a thread: zips and HARs are
+            big), then stores it under its own name."""
+            if path.exists():
+                await guard(f"mask {kind.value}", asyncio.to_thread(mask, path), 120)
+                await guard(
+                    f"store {kind.value}",
+                    self.sink.put_file(kind, path.name, path, content_type=content_type),
+                    300,
+                )
+
+        storing = [
+            store_video(),
+            store_masked(ArtifactKind.trace, trace_path, self.masker.mask_zip, None),
+            store_masked(
+                ArtifactKind.har,
+                self.spool / "network.har",
+                self.masker.mask_har,
+                "application/json",
+            ),
+            guard(
+                "store console",
+                self.sink.put_file(ArtifactKind.console, "console.jsonl", console),
+                30,
+            ),
+        ]
+        if html is not None:
+            data = self.masker.mask_text(html).encode()
+            storing.append(
+                guard("store html", self.sink.put_bytes(ArtifactKind.html, "final.html", data), 30)
+            )
+        await asyncio.gather(*storing)
+        return missing

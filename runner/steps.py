@@ -1,17 +1,22 @@
-"""Deterministic step verbs, executed through Playwright."""
+"""The step verbs, executed through Playwright: what each verb does to the page and the line
+of code that does the same in the generated script. `runner.actions.perform` is the only caller:
+it wraps each verb with the run's bookkeeping (card, screenshot, video offset)."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playwright.async_api import ElementHandle, Locator, Page
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Locator, Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from runner import locators
+from runner.browser import untraced
 from runner.codegen import CodeContext, py
+from runner.errors import StepFailed
 from runner.recorder import Box, RunRecorder
 from runner.workflow import (
     AssertTextArgs,
@@ -19,6 +24,7 @@ from runner.workflow import (
     ClickArgs,
     DownloadArgs,
     FillArgs,
+    GoBackArgs,
     GotoArgs,
     PressArgs,
     ScrollArgs,
@@ -26,16 +32,21 @@ from runner.workflow import (
     StepArgs,
     Target,
     UploadArgs,
+    WaitArgs,
     WaitForArgs,
 )
 
+Handle = Locator | ElementHandle
 
-class StepFailed(Exception):
-    """A step could not be done; `reason` says why in a user's words."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+@dataclass
+class Located:
+    """An element found by other means than a step's target (the agent's element [N]): what
+    to act on, how the card names it and how the generated code finds it."""
+
+    handle: Handle
+    target: str
+    code: str
 
 
 @dataclass
@@ -45,7 +56,7 @@ class Outcome:
     result: str = "ok"
     code: list[str] = field(default_factory=list)
     box: Box | None = None
-    box_of: Locator | None = None  # the element to outline, when the page reports no action
+    box_of: Handle | None = None  # the element to outline, when the page reports no action
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,9 +71,10 @@ class StepEnv:
     upload_dir: Path | None = None
 
 
-async def _failure(locator: Locator | None, exc: Exception, timeout_ms: int) -> StepFailed:
+async def _failure(handle: Handle | None, exc: Exception, timeout_ms: int) -> StepFailed:
     """Turns Playwright's error into a reason a person can act on."""
     message = str(exc).split("\n")[0]
+    locator = handle if isinstance(handle, Locator) else None
     if "strict mode violation" in message:
         count = await locator.count() if locator is not None else 0
         return StepFailed(
@@ -94,7 +106,9 @@ def _announce(env: StepEnv, title: str) -> int:
     return env.recorder.announce(title, None, expect=True)
 
 
-def title_of(verb: str, args: StepArgs) -> str:
+def title_of(verb: str, args: StepArgs, located: Located | None = None) -> str:
+    if located is not None:
+        return f"{verb} {located.target[:60]}"
     if isinstance(args, GotoArgs):
         return f"goto {args.url}"
     if isinstance(args, DownloadArgs):
@@ -103,109 +117,150 @@ def title_of(verb: str, args: StepArgs) -> str:
         return f"{verb} {locators.describe(args)}"
     if isinstance(args, PressArgs | ScrollArgs):
         return f"{verb} {getattr(args, 'key', None) or getattr(args, 'direction', '')}"
-    return verb
+    return verb.replace("_", " ")
 
 
-async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Outcome:
-    """`args` are rendered; `raw` holds the templates (for code that reuses parameters)."""
+def target_of(args: StepArgs, located: Located | None = None) -> str | None:
+    """What a step acts on, as its card names it (also when the step failed)."""
+    if located is not None:
+        return located.target
+    if isinstance(args, GotoArgs):
+        return args.url
+    if isinstance(args, DownloadArgs):
+        return locators.describe(args.click)
+    if isinstance(args, ScrollArgs):
+        return args.selector
+    if isinstance(args, Target) and (args.selector or args.role or args.text):
+        return locators.describe(args)
+    return getattr(args, "selector", None)
+
+
+def _locate(page: Page, target: Target, located: Located | None) -> Located:
+    if located is not None:
+        return located
+    return Located(locators.locate(page, target), locators.describe(target), locators.code(target))
+
+
+async def run_step(
+    verb: str, args: StepArgs, raw: StepArgs | None, env: StepEnv, located: Located | None = None
+) -> Outcome:
+    """`args` are rendered; `raw` holds the templates (for code that reuses parameters);
+    `located`: the element to act on, when not found from the step's target."""
     page = env.page
-    default_timeout = env.navigation_timeout_ms if verb == "goto" else env.step_timeout_ms
-    timeout = args.timeout_ms or default_timeout
-    locator: Locator | None = None
-    title = env.mask(title_of(verb, args))
+    default_timeout = (
+        env.navigation_timeout_ms if verb in ("goto", "go_back") else env.step_timeout_ms
+    )
+    timeout = getattr(args, "timeout_ms", None) or default_timeout
+    handle: Handle | None = None
+    title = env.mask(title_of(verb, args, located))
     try:
         if isinstance(args, GotoArgs):
             expr = env.code.value_expr(getattr(raw, "url", None), args.url)
             env.recorder.announce(title, None)
             response = await page.goto(args.url, timeout=timeout, wait_until=args.wait_until)
             status = response.status if response else None
-            if status is not None and status >= 400:
-                result = f"HTTP {status}"
-            else:
-                result = "ok"
             return Outcome(
                 target=env.mask(args.url),
-                result=result,
+                result=f"HTTP {status}" if status is not None and status >= 400 else "ok",
                 code=[f"page.goto({expr}, wait_until={py(args.wait_until)})"],
                 extra={"http_status": status},
             )
+        if isinstance(args, GoBackArgs):
+            env.recorder.announce(title, None)
+            await page.go_back(timeout=timeout)
+            return Outcome(code=["page.go_back()"])
+        if isinstance(args, WaitArgs):
+            await asyncio.sleep(args.seconds)
+            return Outcome(
+                value=f"{args.seconds:g} s",
+                code=[f"page.wait_for_timeout({int(args.seconds * 1000)})"],
+            )
         if isinstance(args, FillArgs):
-            locator = locators.locate(page, args)
+            found = _locate(page, args, located)
+            handle = found.handle
             _announce(env, title)
-            await locator.fill(args.value, timeout=timeout)
+            await handle.fill(args.value, timeout=timeout)
             expr = env.code.value_expr(getattr(raw, "value", None), args.value)
             return Outcome(
-                target=locators.describe(args),
+                target=found.target,
                 value=env.mask(args.value),
-                code=[f"{locators.code(args)}.fill({expr})"],
+                code=[f"{found.code}.fill({expr})"],
             )
         if isinstance(args, ClickArgs):
-            locator = locators.locate(page, args)
+            found = _locate(page, args, located)
+            handle = found.handle
             seq = _announce(env, title)
             call = "dblclick" if args.double else "click"
             pages_before = len(page.context.pages)
-            await getattr(locator, call)(timeout=timeout, button=args.button)
+            await getattr(handle, call)(timeout=timeout, button=args.button)
             acted = await env.recorder.acted(seq)
             if acted is not None and acted.opens_tab and len(page.context.pages) == pages_before:
                 # The link or form targets another tab, whose page event can come well after
                 # the click returns: wait for it here. A named target may reuse an open tab,
                 # so no new tab is not an error.
                 try:
-                    await page.context.wait_for_event("page", timeout=min(timeout, 5000))
+                    await untraced(
+                        lambda: page.context.wait_for_event("page", timeout=min(timeout, 5000))
+                    )
                 except PlaywrightTimeout:
                     pass
             button = f"button={py(args.button)}" if args.button != "left" else ""
-            return Outcome(
-                target=locators.describe(args),
-                code=[f"{locators.code(args)}.{call}({button})"],
-            )
+            return Outcome(target=found.target, code=[f"{found.code}.{call}({button})"])
         if isinstance(args, PressArgs):
-            if args.selector or args.role or args.text:
-                target = Target(
-                    selector=args.selector,
-                    role=args.role,
-                    name=args.name,
-                    text=args.text,
-                    exact=args.exact,
-                    nth=args.nth,
+            if located is not None or args.selector or args.role or args.text:
+                found = located or _locate(
+                    page,
+                    Target(
+                        selector=args.selector,
+                        role=args.role,
+                        name=args.name,
+                        text=args.text,
+                        exact=args.exact,
+                        nth=args.nth,
+                    ),
+                    None,
                 )
-                locator = locators.locate(page, target)
+                handle = found.handle
                 _announce(env, title)
-                await locator.press(args.key, timeout=timeout)
+                await handle.press(args.key, timeout=timeout)
                 return Outcome(
-                    target=locators.describe(target),
+                    target=found.target,
                     value=args.key,
-                    code=[f"{locators.code(target)}.press({py(args.key)})"],
+                    code=[f"{found.code}.press({py(args.key)})"],
                 )
             env.recorder.announce(title, None)
             await page.keyboard.press(args.key)
             return Outcome(value=args.key, code=[f"page.keyboard.press({py(args.key)})"])
         if isinstance(args, SelectArgs):
-            locator = locators.locate(page, args)
+            found = _locate(page, args, located)
+            handle = found.handle
             _announce(env, title)
             if args.value is not None:
-                chosen = await locator.select_option(value=args.value, timeout=timeout)
+                # A value matches an option's value or, failing that, its label (Playwright).
+                chosen = await handle.select_option(value=args.value, timeout=timeout)
                 option = f"value={py(args.value)}"
             else:
-                chosen = await locator.select_option(label=args.label, timeout=timeout)
+                chosen = await handle.select_option(label=args.label, timeout=timeout)
                 option = f"label={py(args.label)}"
             return Outcome(
-                target=locators.describe(args),
+                target=found.target,
                 value=env.mask(args.value or args.label or ""),
-                code=[f"{locators.code(args)}.select_option({option})"],
+                code=[f"{found.code}.select_option({option})"],
                 extra={"selected": chosen},
             )
         if isinstance(args, CheckArgs):
-            locator = locators.locate(page, args)
+            found = _locate(page, args, located)
+            handle = found.handle
             _announce(env, title)
-            await locator.set_checked(args.checked, timeout=timeout)
+            await handle.set_checked(args.checked, timeout=timeout)
             return Outcome(
-                target=locators.describe(args),
+                target=found.target,
                 value="checked" if args.checked else "unchecked",
-                code=[f"{locators.code(args)}.set_checked({args.checked})"],
+                code=[f"{found.code}.set_checked({args.checked})"],
             )
         if isinstance(args, WaitForArgs):
             locator = locators.locate(page, args)
+            handle = locator
             await locator.first.wait_for(state=args.state, timeout=timeout)
             return Outcome(
                 target=locators.describe(args),
@@ -214,19 +269,21 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
                 box_of=locator.first if args.state == "visible" else None,
             )
         if isinstance(args, UploadArgs):
-            locator = locators.locate(page, args)
+            found = _locate(page, args, located)
+            handle = found.handle
             files = [args.file] if isinstance(args.file, str) else list(args.file)
             paths = [_upload_path(f, env.upload_dir) for f in files]
-            await locator.set_input_files(paths, timeout=timeout)
+            await handle.set_input_files(paths, timeout=timeout)
             names = ", ".join(Path(p).name for p in paths)
             return Outcome(
-                target=locators.describe(args),
+                target=found.target,
                 value=env.mask(names),
-                code=[f"{locators.code(args)}.set_input_files({py([str(p) for p in paths])})"],
-                box_of=locator,
+                code=[f"{found.code}.set_input_files({py([str(p) for p in paths])})"],
+                box_of=handle,
             )
         if isinstance(args, DownloadArgs):
             locator = locators.locate(page, args.click)
+            handle = locator
             _announce(env, title)
             async with page.expect_download(timeout=timeout) as info:
                 await locator.click(timeout=timeout)
@@ -247,6 +304,7 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
         if isinstance(args, ScrollArgs):
             if args.selector:
                 locator = page.locator(args.selector)
+                handle = locator
                 await locator.scroll_into_view_if_needed(timeout=timeout)
                 return Outcome(
                     target=args.selector,
@@ -261,7 +319,8 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
             }[args.direction]
             env.recorder.announce(title, None)
             await page.mouse.wheel(dx, dy)
-            await page.wait_for_timeout(100)  # let the scroll land before the screenshot
+            # Let the scroll land before the screenshot (bookkeeping: not in the trace).
+            await untraced(lambda: page.wait_for_timeout(100))
             return Outcome(
                 value=f"{args.direction} {args.amount}px",
                 code=[f"page.mouse.wheel({dx}, {dy})"],
@@ -286,7 +345,8 @@ async def run_step(verb: str, args: StepArgs, raw: StepArgs, env: StepEnv) -> Ou
     except StepFailed:
         raise
     except PlaywrightError as exc:
-        raise await _failure(locator, exc, timeout) from None
+        failure = _failure(handle, exc, timeout)  # counts the matches: not a step of the run
+        raise await untraced(lambda: failure) from None
     raise StepFailed(f"unsupported step {verb!r}")
 
 

@@ -125,6 +125,14 @@ class AssertTextArgs(_Model):
     timeout_ms: int | None = Field(default=None, gt=0)
 
 
+class GoBackArgs(_Model):
+    timeout_ms: int | None = Field(default=None, gt=0)
+
+
+class WaitArgs(_Model):
+    seconds: float = Field(ge=0, le=30)
+
+
 StepArgs: TypeAlias = (
     GotoArgs
     | FillArgs
@@ -137,6 +145,8 @@ StepArgs: TypeAlias = (
     | DownloadArgs
     | ScrollArgs
     | AssertTextArgs
+    | GoBackArgs
+    | WaitArgs
 )
 
 STEP_VERBS: dict[str, type[StepArgs]] = {
@@ -151,6 +161,8 @@ STEP_VERBS: dict[str, type[StepArgs]] = {
     "download": DownloadArgs,
     "scroll": ScrollArgs,
     "assert_text": AssertTextArgs,
+    "go_back": GoBackArgs,
+    "wait": WaitArgs,
 }
 
 
@@ -269,6 +281,10 @@ def _parse_step(raw: Any, path: str) -> Step:
         raise ValidationFailed(f"{path}.{verb}", f"unknown step verb {verb!r} (known: {known})")
     if verb == "goto" and isinstance(args, str):
         args = {"url": args}
+    elif verb == "go_back" and args is None:
+        args = {}
+    elif verb == "wait" and isinstance(args, int | float) and not isinstance(args, bool):
+        args = {"seconds": args}
     if not isinstance(args, dict):
         raise ValidationFailed(f"{path}.{verb}", "expected a mapping of arguments")
     try:

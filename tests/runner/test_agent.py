@@ -104,7 +104,9 @@ async def test_goal_block_completes_through_the_protocol(
         "The page greets ada: done.",
     ]
     actions = [c for c in outcome.actions() if c.block_label == "login"]
-    assert [c.data["verb"] for c in actions] == ["input_text", "input_text", "click"]
+    # One step engine: the tool calls are the workflow verbs they perform, the tool named too.
+    assert [c.data["verb"] for c in actions] == ["fill", "fill", "click"]
+    assert [c.data["tool"] for c in actions] == ["input_text", "input_text", "click"]
     assert actions[1].data["value"] == "********"
     assert all(c.screenshot_artifact_id for c in actions)
     assert actions[0].data["target"].startswith("[") and "username" in actions[0].data["target"]

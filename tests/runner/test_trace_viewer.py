@@ -98,6 +98,39 @@ def test_trace_holds_the_screencast_frames(trace_zip: bytes) -> None:
     assert sum(1 for e in events if e.get("type") == "frame-snapshot") > 10
 
 
+# Glassbox's own calls (a box to outline, the final HTML, the screencast, a pause before a
+# screenshot): none of them is a step of the user's workflow.
+BOOKKEEPING = {
+    "boundingBox",
+    "content",
+    "evaluateExpression",
+    "querySelector",
+    "querySelectorAll",
+    "screencastStart",
+    "screencastStop",
+    "waitForTimeout",
+}
+
+
+def test_trace_actions_are_the_workflow_steps(trace_zip: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(trace_zip)) as trace:
+        events = [
+            json.loads(line)
+            for name in trace.namelist()
+            if name.endswith(".trace")
+            for line in trace.read(name).splitlines()
+            if line.strip()
+        ]
+    calls = [e for e in events if e.get("type") == "before"]
+    methods = [e["method"] for e in calls]
+    assert not BOOKKEEPING & set(methods), methods
+    # The run completed: no call in its action list failed.
+    assert [e for e in events if e.get("type") == "after" and e.get("error")] == []
+    # What remains reads as examples/shop.yaml: its steps in order, then the extraction.
+    steps = [m for m in methods if m in {"goto", "fill", "selectOption", "check", "click"}]
+    assert steps == ["goto", "fill", "selectOption", "check", "click", "click"]
+
+
 async def test_trace_viewer_loads_the_trace(viewer_url: str) -> None:
     async with async_playwright() as p:
         browser = await launch(p, RunnerSettings())

@@ -1,0 +1,307 @@
+"""A run in progress: its pages (following the active tab), its timeline cards, its generated
+code and its counters. Block handlers and the step engine work through it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import Error as PlaywrightError
+
+from runner import codegen
+from runner.artifacts import ArtifactSink
+from runner.llm import LLMClient, LLMSettings
+from runner.observe import track_click_listeners
+from runner.recorder import Box, RunRecorder
+from runner.secrets import SecretMasker
+from runner.settings import RunnerSettings
+from runner.templating import Inputs
+from runner.workflow import Workflow
+from storage.db import Database
+from storage.ids import new_id
+from storage.models import Run, TimelineCard, utcnow
+from storage.objects import ObjectStore
+from storage.runs import get_run
+from storage.status import CardKind
+from storage.timeline import add_card
+
+log = logging.getLogger(__name__)
+
+CardListener = Callable[[TimelineCard], Awaitable[None] | None]
+FrameListener = Callable[[str, bytes], None]
+
+
+@dataclass
+class RunnerEnv:
+    """What a worker gives every run it executes."""
+
+    db: Database
+    store: ObjectStore
+    settings: RunnerSettings
+    spool_dir: Path
+    browser: Browser
+    listeners: list[CardListener] = field(default_factory=list)
+    frame_listener: FrameListener | None = None
+
+
+class CardWriter:
+    """Timeline cards, written by a background task in order and in batches, so a run never
+    waits for the database between actions; `flush` waits for what was emitted so far."""
+
+    def __init__(self, env: RunnerEnv, run_id: str) -> None:
+        self.env = env
+        self.run_id = run_id
+        self.seq = 0
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, fields: dict[str, Any]) -> None:
+        self.seq += 1
+        self._pending.append({"seq": self.seq, "created_at": utcnow(), **fields})
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.env.db.session() as session:
+                    cards = [
+                        await add_card(session=session, run_id=self.run_id, **fields)
+                        for fields in batch
+                    ]
+                    await session.commit()
+            except Exception:
+                log.exception("run %s: %d timeline cards not stored", self.run_id, len(batch))
+                continue
+            for card in cards:
+                for listener in self.env.listeners:
+                    try:
+                        outcome = listener(card)
+                        if outcome is not None:
+                            await outcome
+                    except Exception:
+                        log.exception("run %s: a card listener failed", self.run_id)
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+
+@dataclass
+class Action:
+    """One browser operation in progress (see `RunContext.action`)."""
+
+    block: str
+    verb: str
+    number: int
+    video_ms: int
+    started: float
+    url: str | None
+
+
+class RunContext:
+    def __init__(self, env: RunnerEnv, run: Run, workflow: Workflow, inputs: Inputs) -> None:
+        self.env = env
+        self.run = run
+        self.workflow = workflow
+        self.inputs = inputs
+        self.settings = env.settings
+        self.masker = SecretMasker(inputs.secret_values)
+        self.spool = env.spool_dir / run.id
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.sink = ArtifactSink(db=env.db, store=env.store, run_id=run.id)
+        self.recorder = RunRecorder.for_run(
+            sink=self.sink, masker=self.masker, spool=self.spool, settings=self.settings
+        )
+        if env.frame_listener is not None:
+            listener, run_id = env.frame_listener, run.id
+            self.recorder.on_live_frame = lambda data: listener(run_id, data)
+        self.cards = CardWriter(env, run.id)
+        self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
+        self.code_body: list[str] = []
+        self.browser_context: BrowserContext | None = None
+        self.page: Page | None = None
+        self.step_count = 0
+        self.action_count = 0
+        self.extracted: dict[str, Any] = {}
+        self.summary: str | None = None
+        self.metrics: dict[str, Any] = {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "llm_calls": 0,
+            "cost_usd": 0.0,
+        }
+        self.last_llm: dict[str, Any] | None = None
+        self._llm: LLMClient | None = None
+        self._following: asyncio.Task[bool] | None = None
+        self._last_code: tuple[int, int] | None = None
+
+    # --- cards ------------------------------------------------------------------------------
+
+    async def emit(self, kind: CardKind, **fields: Any) -> None:
+        """Adds a timeline card (secrets masked in its data)."""
+        data = self.masker.mask_obj(fields.pop("data", {}))
+        video_ms = fields.pop("video_ms", self.recorder.video_ms())
+        self.cards.add({"kind": kind, "video_ms": video_ms, "data": data, **fields})
+
+    async def narrate(self, text: str, block: str | None = None) -> None:
+        await self.emit(
+            CardKind.thought, block_label=block, data={"text": self.masker.mask_text(text)}
+        )
+
+    async def action_card(
+        self,
+        action: Action,
+        *,
+        target: str | None,
+        result: str,
+        url: str | None,
+        value: str | None = None,
+        error: str | None = None,
+        code: list[str] | None = None,
+        box: Box | None = None,
+        box_of: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """The card of one browser operation, with the screenshot that shows its effect."""
+        self.action_count += 1
+        shot_id = new_id("art")
+        name = f"{self.action_count:04d}-{action.verb}.jpg"
+        self.recorder.screenshot_after(shot_id, name, box, box_of)
+        await self.emit(
+            CardKind.action,
+            block_label=action.block,
+            status="failed" if error else "completed",
+            duration_ms=int((time.monotonic() - action.started) * 1000),
+            screenshot_artifact_id=shot_id,
+            video_ms=action.video_ms,
+            data={
+                "verb": action.verb,
+                "step": action.number,
+                "target": target,
+                "value": value,
+                "result": result,
+                "error": error,
+                "url": url,
+                "code": code or [],
+                **(extra or {}),
+            },
+        )
+
+    # --- actions ----------------------------------------------------------------------------
+
+    async def begin_action(self, block: str, verb: str, number: int) -> Action:
+        """A browser operation starts: the tab the previous one opened becomes the active one,
+        and the previous action's screenshot is taken now if not yet."""
+        await self.settle_tabs()
+        action = Action(
+            block=block,
+            verb=verb,
+            number=number,
+            video_ms=self.recorder.video_ms(),
+            started=time.monotonic(),
+            url=self.page.url if self.page else None,
+        )
+        self.recorder.action_started()
+        return action
+
+    def add_code(self, lines: list[str]) -> None:
+        """The lines of one action; remembered so a tab it opens can be caught in the code."""
+        self._last_code = (len(self.code_body), len(self.code_body) + len(lines))
+        self.code_body.extend(lines)
+
+    @property
+    def url(self) -> str | None:
+        return self.page.url if self.page is not None and not self.page.is_closed() else None
+
+    # --- pages ------------------------------------------------------------------------------
+
+    def on_new_page(self, page: Page) -> None:
+        self.recorder.watch(page)
+        page.on("close", self._on_page_closed)
+        self._following = asyncio.ensure_future(self._follow(page, opened=True))
+
+    async def _follow(self, page: Page, *, opened: bool = False) -> bool:
+        if opened:
+            try:
+                await page.wait_for_load_state("domcontentloaded", timeout=5000)
+            except PlaywrightError:
+                pass
+        if page.is_closed():
+            return False
+        self.page = page
+        try:
+            await self.recorder.follow(page)
+        except PlaywrightError:
+            log.debug("run %s: could not follow a tab", self.run.id, exc_info=True)
+        return opened
+
+    def _on_page_closed(self, page: Page) -> None:
+        if page is not self.page or self.browser_context is None:
+            return
+        remaining = [p for p in self.browser_context.pages if not p.is_closed()]
+        if remaining:
+            self._following = asyncio.ensure_future(self._follow(remaining[-1]))
+
+    async def settle_tabs(self) -> None:
+        """Makes a tab the last action opened the active one, in the run and in the code."""
+        task, self._following = self._following, None
+        if task is None:
+            return
+        if await task and self._last_code is not None:
+            start, end = self._last_code
+            # The action that opened the tab, replayed so the script catches the new tab too.
+            self.code_body[start:end] = [
+                "with context.expect_page() as new_tab:",
+                *(f"    {line}" for line in self.code_body[start:end]),
+                "page = new_tab.value",
+                'page.wait_for_load_state("domcontentloaded")',
+            ]
+            self._last_code = None
+
+    async def open_browser(self) -> None:
+        """A fresh browser context for the run, recorded from its first page on."""
+        run, settings = self.run, self.settings
+        options: dict[str, Any] = {
+            "viewport": {"width": settings.viewport_width, "height": settings.viewport_height},
+            "accept_downloads": True,
+            **self.recorder.context_options(),
+        }
+        if run.proxy:
+            options["proxy"] = run.proxy
+        if run.extra_http_headers:
+            options["extra_http_headers"] = run.extra_http_headers
+        context = await self.env.browser.new_context(**options)
+        self.browser_context = context
+        context.set_default_timeout(settings.step_timeout_ms)
+        await track_click_listeners(context)
+        page = await self.recorder.start(context, title=run.title)
+        self.page = page
+        page.on("close", self._on_page_closed)
+        context.on("page", self.on_new_page)
+
+    async def save_counters(self) -> None:
+        """The run's step count and metrics as they stand, for whoever watches it."""
+        async with self.env.db.session() as session:
+            run = await get_run(session=session, run_id=self.run.id)
+            run.metrics = dict(self.metrics)
+            run.step_count = self.step_count
+            await session.commit()
+
+    # --- the LLM ----------------------------------------------------------------------------
+
+    def llm(self) -> LLMClient:
+        if self._llm is None:
+            self._llm = LLMClient(LLMSettings())
+        return self._llm
+
+    async def close_llm(self) -> None:
+        if self._llm is not None:
+            await self._llm.close()
