@@ -35,7 +35,7 @@ from storage.objects import S3ObjectStore, open_store
 from storage.sealing import load_key
 from storage.settings import StorageSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
@@ -617,3 +617,4 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     )
     assert refused.returncode != 0
     assert "GLASSBOX_SECRET_KEY" in refused.stderr
+
