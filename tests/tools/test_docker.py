@@ -1,7 +1,7 @@
 """docker/: the compose file agrees with the settings the code reads, and the Dockerfile gives
 workers Debian's Chromium and ffmpeg.
 
-No Docker engine is needed. The compose file is read with PyYAML (anchors and `<<` merges
+Most of it needs no Docker engine. The compose file is read with PyYAML (anchors and `<<` merges
 resolved) and resolved here the way Compose resolves it -- `${VAR:-default}` interpolation, and
 `NAME:` entries without a value taken from the environment or left unset -- once with the
 defaults and once with every variable overridden, so that "the database URL carries the
