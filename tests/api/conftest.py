@@ -287,6 +287,22 @@ def login_workflow(site: SiteServer) -> dict[str, Any]:
 # --- talking to the API --------------------------------------------------------------------------
 
 
+def create_key(service: Service, name: str = "test") -> str:
+    """`glassbox apikey create NAME` on the service's database, as an operator runs it: the key.
+    Requests need it once the service's cached key count expires (`api.auth.KEY_COUNT_TTL_S`)."""
+    done = subprocess.run(
+        [*glassbox_command(), "apikey", "create", name],
+        env=service.env,
+        cwd=service.data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The key is printed alone on the line after "Created API key …".
+    return done.stdout.splitlines()[1].strip()
+
+
 def wait_until(
     check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
 ) -> Any:

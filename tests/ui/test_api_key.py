@@ -4,34 +4,19 @@ with every request: headers for fetch, `?api_key=` for images (screenshots)."""
 from __future__ import annotations
 
 import re
-import subprocess
 
 import httpx
 from playwright.async_api import Dialog, expect
 
 from examples.site_server import SiteServer
-from tests.api.conftest import Service, glassbox_command, visit_workflow
+from tests.api.conftest import Service, create_key, visit_workflow
 from tests.ui.conftest import Watched
-
-
-def create_key(service: Service) -> str:
-    done = subprocess.run(
-        [*glassbox_command(), "apikey", "create", "ui-test"],
-        env=service.env,
-        cwd=service.data_dir.parent,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    # The key is printed alone on the line after "Created API key …".
-    return done.stdout.splitlines()[1].strip()
 
 
 async def test_the_ui_asks_for_the_key_once_and_uses_it(
     ui: Watched, sqlite_service: Service, site: SiteServer
 ) -> None:
-    key = create_key(sqlite_service)
+    key = create_key(sqlite_service, "ui-test")
     headers = {"X-API-Key": key}
     with httpx.Client(base_url=sqlite_service.api, timeout=30, headers=headers) as api:
         assert api.get("/runs", headers={"X-API-Key": ""}).status_code == 401
