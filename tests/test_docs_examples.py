@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -135,14 +136,13 @@ def is_workflow(document: Any) -> bool:
 
 
 def check_yaml_block(block: CodeBlock) -> None:
+    problem: str | None = None
     try:
         document = yaml.safe_load(block.text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = block.line + 1 + mark.line if mark else block.line
         problem = f"{block.path.relative_to(ROOT)}:{line}: not valid YAML: {exc}"
-    else:
-        problem = None
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     if block.fragment:
@@ -165,12 +165,11 @@ def test_yaml_block_is_a_valid_workflow(block: CodeBlock) -> None:
 def test_json_block_is_json(block: CodeBlock) -> None:
     if block.fragment:
         return
+    problem: str | None = None
     try:
         document = json.loads(block.text)
     except ValueError as exc:
-        problem: str | None = f"{block.where}: not valid JSON: {exc}"
-    else:
-        problem = None
+        problem = f"{block.where}: not valid JSON: {exc}"
     if problem is not None:
         pytest.fail(problem, pytrace=False)
     if is_workflow(document):
@@ -263,15 +262,15 @@ def render_type(field: FieldInfo) -> str:
         annotation = args[0]
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(f"`{choice}`" for choice in typing.get_args(annotation))
-    names = {bool: "`true` or `false`", int: "integer", float: "number", str: "text"}
-    from pydantic import SecretStr
-
-    if annotation is SecretStr:
-        text = "text (secret)"
-    elif annotation is Path:
-        text = "path"
-    else:
-        text = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    names: dict[Any, str] = {
+        bool: "`true` or `false`",
+        int: "integer",
+        float: "number",
+        str: "text",
+        SecretStr: "text (secret)",
+        Path: "path",
+    }
+    text = names.get(annotation) or str(getattr(annotation, "__name__", annotation))
     bounds = _bounds(field)
     return f"{text}, {bounds}" if bounds else text
 
@@ -348,8 +347,8 @@ def test_variables_read_directly_are_documented() -> None:
         assert f"`{name}`" in text, f"{name} ({source}) is not in docs/settings.md"
     literals: set[str] = set()
     for package in ("api", "runner", "storage", "ui", "examples"):
-        for source in (ROOT / package).rglob("*.py"):
-            literals |= set(re.findall(r"[\"'](GLASSBOX_[A-Z0-9_]+)[\"']", source.read_text()))
+        for module in (ROOT / package).rglob("*.py"):
+            literals |= set(re.findall(r"[\"'](GLASSBOX_[A-Z0-9_]+)[\"']", module.read_text()))
     unknown = literals - set(field_variables()) - set(READ_DIRECTLY) - set(CLIENT_SIDE)
     assert not unknown, f"read from the environment but not in this test's lists: {unknown}"
 
