@@ -6,6 +6,7 @@
   complete example is marked with a `<!-- fragment -->` line just before it, never skipped
   silently;
 - the settings table of docs/settings.md is the one generated from the settings classes;
+- docs/api.md names every route under /api/v1;
 - every relative link points to a file (and heading) of the repository, and no http(s) link
   leaves loopback or the reserved example domains.
 
@@ -359,6 +360,30 @@ def test_no_page_names_a_variable_that_does_not_exist() -> None:
         used = set(re.findall(r"GLASSBOX_[A-Z0-9_]+", page.read_text(encoding="utf-8")))
         unknown = sorted(name for name in used - known if not name.endswith("_"))
         assert not unknown, f"{page.relative_to(ROOT)} names {unknown}, which Glassbox never reads"
+
+
+# --- routes ---------------------------------------------------------------------------------
+
+
+def api_routes() -> list[str]:
+    """`METHOD /path` of every HTTP route under /api/v1, path parameters written `{id}`."""
+    from api.app import API_PREFIX, create_app
+
+    spec = create_app().openapi()
+    routes = []
+    for path, operations in spec["paths"].items():
+        if path.startswith(API_PREFIX):
+            short = re.sub(r"\{\w+\}", "{id}", path[len(API_PREFIX) :])
+            routes += [f"{method.upper()} {short}" for method in operations]
+    return sorted(routes)
+
+
+def test_the_api_guide_documents_every_route() -> None:
+    text = (DOCS / "api.md").read_text(encoding="utf-8").replace("/api/v1/", "/")
+    routes = api_routes()
+    assert "POST /runs" in routes and len(routes) > 20, routes
+    missing = [route for route in routes if f"{route}`" not in text and f"{route}?" not in text]
+    assert not missing, f"docs/api.md does not document {missing}"
 
 
 # --- links ------------------------------------------------------------------------------------
