@@ -436,6 +436,20 @@ class RunRecorder:
 
     # --- the end ----------------------------------------------------------------------------
 
+    async def stop_loading(self) -> None:
+        """Stops every tab's loading, as the browser's stop button does."""
+        context = self.context
+        if context is None:
+            return
+        for page in context.pages:
+            if page.is_closed():
+                continue
+            session = await untraced(lambda: context.new_cdp_session(page))  # noqa: B023
+            try:
+                await session.send("Page.stopLoading")
+            finally:
+                await session.detach()
+
     async def stop_screencast(self) -> None:
         page = self.active
         self.active = None
@@ -461,14 +475,20 @@ class RunRecorder:
         missing: list[str] = []
 
         async def guard(what: str, coro: Awaitable[Any], timeout: float) -> Any:
+            t0 = time.monotonic()
             try:
                 return await asyncio.wait_for(coro, timeout)
             except Exception as exc:
                 log.warning("%s: %s failed", self.sink.run_id, what, exc_info=True)
                 missing.append(f"{what}: {type(exc).__name__}: {exc}".strip())
                 return None
+            finally:
+                log.debug("phase %s %.2f", what, time.monotonic() - t0)
 
         await guard("screenshots", self.drain(), 30)
+        # A navigation still pending (a cancel or a time limit during a goto) would hold the
+        # final HTML and the context's closing for as long as the server keeps it waiting.
+        await guard("stop loading", self.stop_loading(), 2)
         html: str | None = None
         if page is not None and not page.is_closed():
             html = await guard("final html", untraced(page.content), 5)
