@@ -111,6 +111,7 @@ class RunExecution:
         }
         self.last_llm: dict[str, Any] | None = None
         self.lost = False
+        self._deadline: asyncio.Timeout | None = None
         self._cards: list[dict[str, Any]] = []
         self._card_writer: asyncio.Task[None] | None = None
 
@@ -251,7 +252,8 @@ class RunExecution:
             error, status = exc.reason, exc.status.value
             raise
         except asyncio.CancelledError:
-            error, status = "stopped", "canceled"
+            stopped, error = self._why_stopped()
+            status = stopped.value
             raise
         finally:
             if self.tracing and self.context is not None:
@@ -517,7 +519,7 @@ class RunExecution:
     async def execute(self) -> RunStatus:
         status, reason = RunStatus.completed, None
         try:
-            async with asyncio.timeout(self.run.timeout_s):
+            async with asyncio.timeout(self.run.timeout_s) as self._deadline:
                 await self.start_browser()
                 await self.run_blocks()
         except StepFailed as exc:
@@ -525,16 +527,12 @@ class RunExecution:
         except RunEnded as exc:
             status, reason = exc.status, exc.reason
         except TimeoutError:
-            status = RunStatus.timed_out
-            reason = f"the run exceeded its time limit of {self.run.timeout_s} s"
+            status, reason = RunStatus.timed_out, self._time_limit_reason()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if self.lost:
-                status, reason = RunStatus.interrupted, "the worker lost this run's lease"
-            else:
-                status, reason = RunStatus.canceled, "canceled by a user"
+            status, reason = self._why_stopped()
         except Exception as exc:
             log.exception("run %s crashed", self.run.id)
             status, reason = RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
@@ -550,6 +548,18 @@ class RunExecution:
                 if task is not None:
                     task.uncancel()
         return status
+
+    def _why_stopped(self) -> tuple[RunStatus, str]:
+        """Why the run was cut short (its task canceled): its time limit, a lost lease or a
+        user's cancel. Blocks ended by it say the same as the run."""
+        if self._deadline is not None and self._deadline.expired():
+            return RunStatus.timed_out, self._time_limit_reason()
+        if self.lost:
+            return RunStatus.interrupted, "the worker lost this run's lease"
+        return RunStatus.canceled, "canceled by a user"
+
+    def _time_limit_reason(self) -> str:
+        return f"the run exceeded its time limit of {self.run.timeout_s} s"
 
     async def _guard(self, what: str, coro: Awaitable[Any], timeout: float = 30) -> Any:
         try:
