@@ -111,6 +111,8 @@ class RunExecution:
         }
         self.last_llm: dict[str, Any] | None = None
         self.lost = False
+        # What the record lacks: artifacts that could not be masked or stored (record.missing).
+        self.missing: list[str] = []
         self._deadline: asyncio.Timeout | None = None
         self._cards: list[dict[str, Any]] = []
         self._card_writer: asyncio.Task[None] | None = None
@@ -602,11 +604,12 @@ class RunExecution:
                 self.masker.mask_har,
                 content_type="application/json",
             ),
-            self._guard(
-                "store console", self.sink.put_file(ArtifactKind.console, "console.jsonl", console)
+            self._store(
+                ArtifactKind.console,
+                self.sink.put_file(ArtifactKind.console, "console.jsonl", console),
             ),
-            self._guard(
-                "store code",
+            self._store(
+                ArtifactKind.code,
                 self.sink.put_bytes(
                     ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
                 ),
@@ -614,8 +617,8 @@ class RunExecution:
         ]
         if html is not None:
             storing.append(
-                self._guard(
-                    "store html",
+                self._store(
+                    ArtifactKind.html,
                     self.sink.put_bytes(
                         ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
                     ),
@@ -634,6 +637,7 @@ class RunExecution:
             run.step_count = self.step_count
             run.action_count = self.action_count
             run.metrics = dict(self.metrics)
+            run.record_missing = list(self.missing) or None
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", self.run.id, run.status)
             else:
@@ -649,8 +653,8 @@ class RunExecution:
     async def _store_video(self, finishing: Awaitable[Path | None]) -> None:
         video = await finishing
         if video is not None:
-            await self._guard(
-                "store video", self.sink.put_file(ArtifactKind.video, "recording.mp4", video), 300
+            await self._store(
+                ArtifactKind.video, self.sink.put_file(ArtifactKind.video, "recording.mp4", video)
             )
 
     async def _store_masked(
@@ -662,14 +666,40 @@ class RunExecution:
         content_type: str | None = None,
     ) -> None:
         """Masks the secrets in a spooled file in place (a thread: zips and HARs are big),
-        then stores it under its own name."""
-        if path.exists():
-            await self._guard(f"mask {kind.value}", asyncio.to_thread(mask, path), 120)
-            await self._guard(
-                f"store {kind.value}",
-                self.sink.put_file(kind, path.name, path, content_type=content_type),
-                300,
-            )
+        then stores it under its own name. Fails closed: a file whose masking failed or did not
+        end within `mask_timeout_s` may still hold a secret in clear, so it is deleted, not
+        stored, and the record says it is missing."""
+        if not path.exists():
+            return
+        timeout = self.settings.mask_timeout_s
+        try:
+            # A masking thread that overran goes on, but only ever writes a masked copy, and
+            # only next to the file it masks, which is gone by then (it fails).
+            await asyncio.wait_for(asyncio.to_thread(mask, path), timeout)
+        except Exception as exc:
+            path.unlink(missing_ok=True)
+            await self._missing(kind, f"masking failed: {_failure(exc, timeout)}")
+            return
+        await self._store(
+            kind, self.sink.put_file(kind, path.name, path, content_type=content_type)
+        )
+
+    async def _store(
+        self, kind: ArtifactKind, storing: Awaitable[Any], timeout: float = 300
+    ) -> None:
+        """Stores one artifact of the run's record; one that could not be is listed missing."""
+        try:
+            await asyncio.wait_for(storing, timeout)
+        except Exception as exc:
+            await self._missing(kind, f"storage failed: {_failure(exc, timeout)}")
+
+    async def _missing(self, kind: ArtifactKind, why: str) -> None:
+        """An artifact the run recorded is not kept: logged, listed in the run's
+        `record.missing` and told on the timeline, so the record never looks complete."""
+        text = self.masker.mask_text(f"{kind.value}: not stored: {why}")
+        log.error("run %s: %s", self.run.id, text)
+        self.missing.append(text)
+        await self.narrate(text)
 
     def _summary(self) -> str:
         blocks = len(self.workflow.blocks)
@@ -677,6 +707,12 @@ class RunExecution:
         if self.extracted:
             text += f"; extracted {', '.join(self.extracted)}"
         return text
+
+
+def _failure(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"not done within {timeout:g} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _target_of(args: Any) -> str | None:
