@@ -159,6 +159,7 @@ def _check_canceled_record(client: httpx.Client, record: dict[str, Any]) -> None
     reached, each action card's screenshot, the block's end and the final narration."""
     kinds = {a["kind"] for a in record["artifacts"]}
     assert kinds == {"video", "trace", "har", "console", "code", "html", "screenshot"}, kinds
+    assert record["record"] == {"complete": True, "missing": []}
     cards = timeline(client, record["id"])
     shots = {a["id"] for a in record["artifacts"] if a["kind"] == "screenshot"}
     actions = [c for c in cards if c["kind"] == "action"]

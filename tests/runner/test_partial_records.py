@@ -85,6 +85,7 @@ def check_whole_record(
     assert outcome.status == status, run.failure_reason
     assert outcome.history == ["created", "queued", "running", status]
     assert run.failure_reason
+    assert run.record_missing is None  # nothing the run reached is missing from its record
 
     kinds = {a.kind for a in outcome.artifacts}
     expected = ALWAYS | ({"html"} if html else set())
