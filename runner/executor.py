@@ -607,12 +607,14 @@ class RunExecution:
             self._store(
                 ArtifactKind.console,
                 self.sink.put_file(ArtifactKind.console, "console.jsonl", console),
+                30,
             ),
             self._store(
                 ArtifactKind.code,
                 self.sink.put_bytes(
                     ArtifactKind.code, "replay.py", self.masker.mask_text(script).encode()
                 ),
+                30,
             ),
         ]
         if html is not None:
@@ -622,6 +624,7 @@ class RunExecution:
                     self.sink.put_bytes(
                         ArtifactKind.html, "final.html", self.masker.mask_text(html).encode()
                     ),
+                    30,
                 )
             )
         await asyncio.gather(*storing)
