@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -680,7 +681,8 @@ class RunExecution:
             # only next to the file it masks, which is gone by then (it fails).
             await asyncio.wait_for(asyncio.to_thread(mask, path), timeout)
         except Exception as exc:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # else the spool's removal deletes it
+                path.unlink(missing_ok=True)
             await self._missing(kind, f"masking failed: {_failure(exc, timeout)}")
             return
         await self._store(
