@@ -54,7 +54,8 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
         error, status = exc.reason, exc.status.value
         raise
     except asyncio.CancelledError:
-        error, status = "stopped", "canceled"
+        stopped, error = ctx.why_stopped()
+        status = stopped.value
         raise
     finally:
         await asyncio.shield(ctx.recorder.group_end())

@@ -28,7 +28,7 @@ from storage.ids import new_id
 from storage.models import Run, TimelineCard, utcnow
 from storage.objects import ObjectStore
 from storage.runs import get_run
-from storage.status import CardKind
+from storage.status import CardKind, RunStatus
 from storage.timeline import add_card
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,20 @@ class RunContext:
         self._llm: LLMClient | None = None
         self._following: asyncio.Task[bool] | None = None
         self._last_code: tuple[int, int] | None = None
+        self.deadline: asyncio.Timeout | None = None  # the run's time limit
+        self.lost = False  # another process took the run over
+
+    def why_stopped(self) -> tuple[RunStatus, str]:
+        """Why the run was cut short (its task canceled): its time limit, a lost lease or a
+        user's cancel. Blocks ended by it say the same as the run."""
+        if self.deadline is not None and self.deadline.expired():
+            return RunStatus.timed_out, self.time_limit_reason()
+        if self.lost:
+            return RunStatus.interrupted, "the worker lost this run's lease"
+        return RunStatus.canceled, "canceled by a user"
+
+    def time_limit_reason(self) -> str:
+        return f"the run exceeded its time limit of {self.run.timeout_s} s"
 
     # --- cards ------------------------------------------------------------------------------
 

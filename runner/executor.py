@@ -11,6 +11,7 @@ from runner import codegen
 from runner.blocks import run_blocks
 from runner.context import CardListener, FrameListener, RunContext, RunnerEnv
 from runner.errors import RunEnded, StepFailed
+from runner.recorder import store
 from runner.templating import Inputs
 from runner.workflow import Workflow
 from storage.errors import InvalidTransition
@@ -26,13 +27,22 @@ log = logging.getLogger(__name__)
 class RunExecution:
     def __init__(self, env: RunnerEnv, run: Run, workflow: Workflow, inputs: Inputs) -> None:
         self.ctx = RunContext(env, run, workflow, inputs)
-        self.lost = False  # set by the worker when another process took the run over
+        self.missing: list[str] = []  # what the record lacks (record.missing)
+
+    @property
+    def lost(self) -> bool:
+        return self.ctx.lost
+
+    @lost.setter
+    def lost(self, value: bool) -> None:
+        """Set by the worker when another process took the run over."""
+        self.ctx.lost = value
 
     async def execute(self) -> RunStatus:
         ctx = self.ctx
         status, reason = RunStatus.completed, None
         try:
-            async with asyncio.timeout(ctx.run.timeout_s):
+            async with asyncio.timeout(ctx.run.timeout_s) as ctx.deadline:
                 await ctx.open_browser()
                 await run_blocks(ctx)
         except StepFailed as exc:
@@ -40,16 +50,12 @@ class RunExecution:
         except RunEnded as exc:
             status, reason = exc.status, exc.reason
         except TimeoutError:
-            status = RunStatus.timed_out
-            reason = f"the run exceeded its time limit of {ctx.run.timeout_s} s"
+            status, reason = RunStatus.timed_out, ctx.time_limit_reason()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            if self.lost:
-                status, reason = RunStatus.interrupted, "the worker lost this run's lease"
-            else:
-                status, reason = RunStatus.canceled, "canceled by a user"
+            status, reason = ctx.why_stopped()
         except Exception as exc:
             log.exception("run %s crashed", ctx.run.id)
             status, reason = RunStatus.failed, f"internal error: {type(exc).__name__}: {exc}"
@@ -80,12 +86,15 @@ class RunExecution:
             body=ctx.code_body,
             viewport=(ctx.settings.viewport_width, ctx.settings.viewport_height),
         )
-        try:
-            code = ctx.masker.mask_text(script).encode()
-            await ctx.sink.put_bytes(ArtifactKind.code, "replay.py", code)
-        except Exception as exc:
-            log.warning("run %s: code not stored", ctx.run.id, exc_info=True)
-            missing.append(f"code: {type(exc).__name__}: {exc}")
+        code = ctx.masker.mask_text(script).encode()
+        missing += await store(
+            ArtifactKind.code, ctx.sink.put_bytes(ArtifactKind.code, "replay.py", code), 30
+        )
+        for text in missing:
+            # Never silently: logged, on the timeline and in the record (record.missing).
+            log.error("run %s: %s", ctx.run.id, text)
+            await ctx.narrate(text)
+        self.missing = [ctx.masker.mask_text(text) for text in missing]
         try:
             await asyncio.wait_for(ctx.cards.flush(), 60)
         except Exception:
@@ -110,6 +119,7 @@ class RunExecution:
             run.step_count = ctx.step_count
             run.action_count = ctx.action_count
             run.metrics = dict(ctx.metrics)
+            run.record_missing = list(self.missing) or None
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
             else:

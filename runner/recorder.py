@@ -4,6 +4,7 @@ messages, downloads. One recorder per run; it follows the active tab."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -134,6 +135,7 @@ class RunRecorder:
         self.started = False
         self.har = False
         self.trace = False
+        self.mask_timeout_s = 120.0
         self.tracing = False
         self.context: BrowserContext | None = None
 
@@ -153,6 +155,7 @@ class RunRecorder:
             annotation_ms=settings.annotation_ms,
         )
         recorder.har, recorder.trace = settings.har, settings.trace
+        recorder.mask_timeout_s = settings.mask_timeout_s
         return recorder
 
     # --- the start --------------------------------------------------------------------------
@@ -471,16 +474,14 @@ class RunRecorder:
 
     async def finish(self, page: Page | None) -> list[str]:
         """Stops everything recorded and stores it, secrets masked, whatever the run's ending.
-        Returns what could not be kept, in words."""
-        missing: list[str] = []
+        Returns what could not be kept, one line per artifact (the run's record.missing)."""
 
         async def guard(what: str, coro: Awaitable[Any], timeout: float) -> Any:
             t0 = time.monotonic()
             try:
                 return await asyncio.wait_for(coro, timeout)
-            except Exception as exc:
+            except Exception:
                 log.warning("%s: %s failed", self.sink.run_id, what, exc_info=True)
-                missing.append(f"{what}: {type(exc).__name__}: {exc}".strip())
                 return None
             finally:
                 log.debug("phase %s %.2f", what, time.monotonic() - t0)
@@ -502,39 +503,24 @@ class RunRecorder:
             await guard("context", self.context.close(), 30)
         console = self.close_console()
 
-        async def store_video() -> None:
+        async def store_video() -> list[str]:
             path = await video
-            if path is not None:
-                await guard(
-                    "store video",
-                    self.sink.put_file(ArtifactKind.video, "recording.mp4", path),
-                    300,
-                )
-
-        async def store_masked(
-            kind: ArtifactKind, path: Path, mask: Callable[[Path], Any], content_type: str | None
-        ) -> None:
-            """Masks the secrets in a spooled file in place (a thread: zips and HARs are
-            big), then stores it under its own name."""
-            if path.exists():
-                await guard(f"mask {kind.value}", asyncio.to_thread(mask, path), 120)
-                await guard(
-                    f"store {kind.value}",
-                    self.sink.put_file(kind, path.name, path, content_type=content_type),
-                    300,
-                )
+            if path is None:
+                return []
+            stored = self.sink.put_file(ArtifactKind.video, "recording.mp4", path)
+            return await store(ArtifactKind.video, stored, 300)
 
         storing = [
             store_video(),
-            store_masked(ArtifactKind.trace, trace_path, self.masker.mask_zip, None),
-            store_masked(
+            self._store_masked(ArtifactKind.trace, trace_path, self.masker.mask_zip, None),
+            self._store_masked(
                 ArtifactKind.har,
                 self.spool / "network.har",
                 self.masker.mask_har,
                 "application/json",
             ),
-            guard(
-                "store console",
+            store(
+                ArtifactKind.console,
                 self.sink.put_file(ArtifactKind.console, "console.jsonl", console),
                 30,
             ),
@@ -542,7 +528,49 @@ class RunRecorder:
         if html is not None:
             data = self.masker.mask_text(html).encode()
             storing.append(
-                guard("store html", self.sink.put_bytes(ArtifactKind.html, "final.html", data), 30)
+                store(
+                    ArtifactKind.html,
+                    self.sink.put_bytes(ArtifactKind.html, "final.html", data),
+                    30,
+                )
             )
-        await asyncio.gather(*storing)
-        return missing
+        return [line for lines in await asyncio.gather(*storing) for line in lines]
+
+    async def _store_masked(
+        self,
+        kind: ArtifactKind,
+        path: Path,
+        mask: Callable[[Path], Any],
+        content_type: str | None,
+    ) -> list[str]:
+        """Masks the secrets in a spooled file in place (a thread: zips and HARs are big), then
+        stores it under its own name. Fails closed: a file whose masking failed or did not end
+        within `mask_timeout_s` may still hold a secret in clear, so it is deleted, not stored,
+        and reported missing."""
+        if not path.exists():
+            return []
+        try:
+            # A masking thread that overran goes on, but only ever writes a masked copy, and
+            # only next to the file it masks, which is gone by then (it fails).
+            await asyncio.wait_for(asyncio.to_thread(mask, path), self.mask_timeout_s)
+        except Exception as exc:
+            with contextlib.suppress(OSError):  # else the spool's removal deletes it
+                path.unlink(missing_ok=True)
+            return [f"{kind.value}: not stored: masking failed: {_why(exc, self.mask_timeout_s)}"]
+        stored = self.sink.put_file(kind, path.name, path, content_type=content_type)
+        return await store(kind, stored, 300)
+
+
+async def store(kind: ArtifactKind, storing: Awaitable[Any], timeout: float) -> list[str]:
+    """Stores one artifact of the run's record; one that could not be is reported missing."""
+    try:
+        await asyncio.wait_for(storing, timeout)
+    except Exception as exc:
+        return [f"{kind.value}: not stored: storage failed: {_why(exc, timeout)}"]
+    return []
+
+
+def _why(exc: Exception, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"not done within {timeout:g} s"
+    return f"{type(exc).__name__}: {exc}"

@@ -53,6 +53,15 @@ class RunnerSettings(BaseSettings):
     )
     trace: bool = Field(default=True, description="Record a Playwright trace (trace.zip).")
     har: bool = Field(default=True, description="Record a HAR of the run's network traffic.")
+    mask_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description=(
+            "How long masking the secrets out of one trace or HAR may take. One that could not "
+            "be masked in time is not stored (never stored unmasked); the run's record lists "
+            "it as missing."
+        ),
+    )
     allowed_url_schemes: str = Field(
         default="http,https",
         description="Comma-separated URL schemes a run may open (file: and others are refused).",

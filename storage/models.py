@@ -100,6 +100,8 @@ class Run(Base):
     step_count: Mapped[int] = mapped_column(Integer, default=0)
     action_count: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the run's record lacks ("trace: not stored: masking failed: …"); null when nothing.
+    record_missing: Mapped[list[str] | None] = mapped_column(JSON)
 
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column()

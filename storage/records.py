@@ -44,6 +44,7 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "step_count": run.step_count,
         "action_count": run.action_count,
         "metrics": run.metrics,
+        "record": {"complete": not run.record_missing, "missing": list(run.record_missing or [])},
         "timeout_s": run.timeout_s,
         "artifacts": [artifact_record(a) for a in artifacts or []],
     }

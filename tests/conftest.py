@@ -11,6 +11,7 @@ from playwright.async_api import Browser, async_playwright
 
 from examples.site_server import SiteServer
 from runner.browser import launch
+from runner.executor import CardListener
 from runner.session import Services, open_services, queue_run, run_now, runner_env
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
@@ -80,12 +81,18 @@ class Outcome:
 
 
 async def execute(
-    services: Services, definition: dict[str, Any], params: dict[str, Any] | None = None
+    services: Services,
+    definition: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    *,
+    listeners: list[CardListener] | None = None,
 ) -> Outcome:
+    """Runs a workflow in this process to its end. `listeners` see each card once stored (a
+    test that cancels the task running this does so at a card, as the worker cancels a run)."""
     workflow = parse_workflow(definition)
     inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
     run = await queue_run(services, workflow, inputs, source=RunSource.api)
-    async with runner_env(services) as env:
+    async with runner_env(services, listeners) as env:
         status = await run_now(env, run, workflow, inputs)
     async with services.db.session() as session:
         row = await get_run(session=session, run_id=run.id)

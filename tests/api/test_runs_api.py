@@ -154,6 +154,23 @@ def test_a_run_posted_with_an_inline_workflow_is_queued_then_completes_with_its_
 # --- cancel --------------------------------------------------------------------------------------
 
 
+def _check_canceled_record(client: httpx.Client, record: dict[str, Any]) -> None:
+    """The partial record of a run canceled in its wait_for is whole: every artifact kind it
+    reached, each action card's screenshot, the block's end and the final narration."""
+    kinds = {a["kind"] for a in record["artifacts"]}
+    assert kinds == {"video", "trace", "har", "console", "code", "html", "screenshot"}, kinds
+    assert record["record"] == {"complete": True, "missing": []}
+    cards = timeline(client, record["id"])
+    shots = {a["id"] for a in record["artifacts"] if a["kind"] == "screenshot"}
+    actions = [c for c in cards if c["kind"] == "action"]
+    assert [c["verb"] for c in actions] == ["goto"]
+    assert all(c["screenshot_artifact_id"] in shots for c in actions), (actions, shots)
+    blocks = [(c["event"], c["status"]) for c in cards if c["kind"] == "block"]
+    assert blocks == [("started", "running"), ("finished", "canceled")], blocks
+    assert cards[-1]["kind"] == "thought"
+    assert cards[-1]["text"] == f"Run canceled: {record['failure_reason']}"
+
+
 def _wait_inside_the_wait(client: httpx.Client, run_id: str) -> None:
     """Until the waiting workflow has opened its page and sits in its wait_for."""
     wait_until(
@@ -197,9 +214,7 @@ def test_cancel_ends_a_queued_run_at_once_and_a_running_one_promptly_keeping_its
     assert took < 1.5, f"the run took {took:.2f} s to end after the cancel"
     assert record["failure_reason"]
     # The partial record is kept.
-    kinds = {a["kind"] for a in record["artifacts"]}
-    assert {"video", "trace", "screenshot"} <= kinds, kinds
-    assert any(c["kind"] == "action" for c in timeline(client, running["id"]))
+    _check_canceled_record(client, record)
 
     # Finished runs cannot be canceled (again).
     for run_id in (running["id"], queued["id"]):
@@ -223,8 +238,7 @@ def test_cancel_clicked_twice_still_ends_the_run_canceled_with_its_record(
     assert second.status_code in (200, 409), second.text
     record = wait_status(client, running["id"], timeout=5, interval=0.05)
     assert record["status"] == "canceled", record
-    kinds = {a["kind"] for a in record["artifacts"]}
-    assert {"video", "trace", "screenshot"} <= kinds, kinds
+    _check_canceled_record(client, record)
 
 
 def test_cancel_right_after_create_is_never_refused_and_really_stops_the_run(
