@@ -8,8 +8,8 @@ worker does: the task running the execution is canceled, at a moment a stored ca
 
 Each run opens login.html first (it logs "login page ready" to the console), so every kind is
 there to look for: video, trace, HAR, console, code, one screenshot per action card, and the
-final HTML — except while a navigation is in flight, when Playwright cannot read the page (it
-waits for the navigation to commit), so those two runs legitimately have no `html` artifact.
+final HTML — also when a navigation was in flight: finishing stops the tab's loading first, so
+the page that was shown (login.html) is kept.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ async def test_canceled_during_a_navigation_keeps_the_whole_record(
         workflow(site, {"goto": "{{ url }}slow?ms=60000"}),
         at=lambda card: "slow?ms=60000" in card.data.get("text", ""),  # "Opening …/slow…"
     )
-    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"], html=False)
+    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"], html=True)
     # The narration of the navigation that was cut short is kept.
     narrated = [c.data["text"] for c in outcome.cards if c.kind == "thought"]
     assert any(t.endswith("/slow?ms=60000") for t in narrated), narrated
@@ -179,7 +179,7 @@ async def test_timed_out_keeps_the_whole_record(
     services: Services, site: SiteServer, tmp_path: Path
 ) -> None:
     outcome = await execute(services, workflow(site, {"goto": "{{ url }}hang"}, timeout_s=4))
-    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto"], html=False)
+    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto"], html=True)
     assert outcome.run.failure_reason == "the run exceeded its time limit of 4 s"
 
 
