@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner import workflow as wf
 from runner.actions import StepCall, perform
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed, ToolProblem
@@ -16,21 +17,6 @@ from runner.extract import schema_errors
 from runner.llm import Completion, ProviderError
 from runner.observe import Element, Observation, UnknownElement, element_handle, observe
 from runner.steps import Located
-from runner.workflow import (
-    CheckArgs,
-    ClickArgs,
-    ExtractBlock,
-    FillArgs,
-    GoalBlock,
-    GoBackArgs,
-    GotoArgs,
-    PressArgs,
-    ScrollArgs,
-    SelectArgs,
-    StepArgs,
-    UploadArgs,
-    WaitArgs,
-)
 from storage.status import ArtifactKind, CardKind, RunStatus
 
 SYSTEM_PROMPT = """You are Glassbox's browser agent. You operate a real web browser to reach the \
@@ -181,7 +167,7 @@ def code_locator(element: Element) -> str:
     return f"page.locator({q(element.tag)}).first"
 
 
-async def run_goal(ctx: RunContext, block: GoalBlock) -> None:
+async def run_goal(ctx: RunContext, block: wf.GoalBlock) -> None:
     client = ctx.llm()
     model = block.model or ctx.workflow.model or client.settings.llm_model
     placeholders = secret_placeholders(ctx)
@@ -237,7 +223,7 @@ async def run_goal(ctx: RunContext, block: GoalBlock) -> None:
     )
 
 
-async def _finish(ctx: RunContext, block: GoalBlock, finish: Finish, state: AgentState) -> None:
+async def _finish(ctx: RunContext, block: wf.GoalBlock, finish: Finish, state: AgentState) -> None:
     if finish.kind == "terminate":
         raise RunEnded(RunStatus.terminated, f'block "{block.label}": {finish.summary}')
     data = dict(state.extracted)
@@ -295,7 +281,7 @@ def _assistant_message(message: Any) -> dict[str, Any]:
 
 async def _dispatch(
     ctx: RunContext,
-    block: GoalBlock,
+    block: wf.GoalBlock,
     observation: Observation,
     call: Any,
     state: AgentState,
@@ -344,7 +330,7 @@ async def _dispatch(
             f"{LOOP_REPEATS} times",
         )
     try:
-        result = await act(ctx, block.label, step, name, args, observation, placeholders)
+        result = await act(ctx, ToolCall(block.label, step, name, args), observation, placeholders)
     except (ToolProblem, UnknownElement) as exc:
         reply(f"error: {exc}")
         return None
@@ -352,19 +338,24 @@ async def _dispatch(
     return None
 
 
+@dataclass
+class ToolCall:
+    """A browser tool call of the model, at `step` of goal block `block`."""
+
+    block: str
+    step: int
+    name: str
+    args: dict[str, Any]
+
+
 async def act(
-    ctx: RunContext,
-    block: str,
-    step: int,
-    name: str,
-    args: dict[str, Any],
-    observation: Observation,
-    placeholders: dict[str, str],
+    ctx: RunContext, tool: ToolCall, observation: Observation, placeholders: dict[str, str]
 ) -> str:
     """Carries out one browser tool call through the step engine, as a workflow step would
     be; a call that cannot be carried out gets a `refused` card."""
+    block, step, name, args = tool.block, tool.step, tool.name, tool.args
     try:
-        call = await _step_call(ctx, block, step, name, args, observation, placeholders)
+        call = await _step_call(ctx, tool, observation, placeholders)
     except (ToolProblem, UnknownElement) as exc:
         action = await ctx.begin_action(block, name, step)
         element = _element_of(args, observation)
@@ -393,15 +384,10 @@ def _element_of(args: dict[str, Any], observation: Observation) -> Element | Non
 
 
 async def _step_call(
-    ctx: RunContext,
-    block: str,
-    step: int,
-    name: str,
-    args: dict[str, Any],
-    observation: Observation,
-    placeholders: dict[str, str],
+    ctx: RunContext, tool: ToolCall, observation: Observation, placeholders: dict[str, str]
 ) -> StepCall:
     """The step arguments of a tool call, its element [N] found on the page."""
+    name, args = tool.name, tool.args
     located: Located | None = None
     if "element" in args:
         if name not in ELEMENT_TOOLS:
@@ -421,43 +407,43 @@ async def _step_call(
         located = Located(handle, element.line(), code_locator(element))
     elif name in ELEMENT_TOOLS:
         raise ToolProblem(f"{name} needs an element")
-    step_args: StepArgs
+    step_args: wf.StepArgs
     if name == "click":
-        verb, step_args = "click", ClickArgs.model_construct()
+        verb, step_args = "click", wf.ClickArgs.model_construct()
     elif name == "input_text":
         text = reveal_secrets(str(args.get("text", "")), placeholders)
-        verb, step_args = "fill", FillArgs.model_construct(value=text)
+        verb, step_args = "fill", wf.FillArgs.model_construct(value=text)
     elif name == "select_option":
-        verb, step_args = "select", SelectArgs.model_construct(value=str(args.get("option", "")))
+        verb, step_args = "select", wf.SelectArgs.model_construct(value=str(args.get("option", "")))
     elif name == "check":
-        verb, step_args = "check", CheckArgs.model_construct(checked=True)
+        verb, step_args = "check", wf.CheckArgs.model_construct(checked=True)
     elif name == "upload_file":
-        verb, step_args = "upload", UploadArgs.model_construct(file=str(args.get("file", "")))
+        verb, step_args = "upload", wf.UploadArgs.model_construct(file=str(args.get("file", "")))
     elif name == "press":
-        verb, step_args = "press", PressArgs.model_construct(key=str(args.get("key", "")))
+        verb, step_args = "press", wf.PressArgs.model_construct(key=str(args.get("key", "")))
     elif name == "scroll":
         direction = str(args.get("direction", "down"))
         if direction not in ("up", "down", "left", "right"):
             direction = "down"
-        verb, step_args = "scroll", ScrollArgs(direction=direction)  # type: ignore[arg-type]
+        verb, step_args = "scroll", wf.ScrollArgs(direction=direction)  # type: ignore[arg-type]
     elif name == "goto":
         url = str(args.get("url", ""))
         try:
             ctx.inputs.check_url(url, "url")
         except Exception as exc:
             raise ToolProblem(str(exc)) from None
-        verb, step_args = "goto", GotoArgs(url=url)
+        verb, step_args = "goto", wf.GotoArgs(url=url)
     elif name == "go_back":
-        verb, step_args = "go_back", GoBackArgs()
+        verb, step_args = "go_back", wf.GoBackArgs()
     elif name == "wait":
         try:
             seconds = min(max(float(args.get("seconds", 1) or 0), 0.0), 30.0)
         except (TypeError, ValueError):
             raise ToolProblem("seconds must be a number") from None
-        verb, step_args = "wait", WaitArgs(seconds=seconds)
+        verb, step_args = "wait", wf.WaitArgs(seconds=seconds)
     else:
         raise ToolProblem(f"unsupported tool {name!r}")
-    return StepCall(block, step, verb, step_args, located=located, tool=name)
+    return StepCall(tool.block, tool.step, verb, step_args, located=located, tool=name)
 
 
 ELEMENT_TOOLS = {"click", "input_text", "select_option", "check", "upload_file"}
@@ -521,7 +507,7 @@ RECORD_TOOL = _tool(
 )
 
 
-async def extract_with_model(ctx: RunContext, block: ExtractBlock) -> None:
+async def extract_with_model(ctx: RunContext, block: wf.ExtractBlock) -> None:
     """An extract block with an `instruction`: the model reads the page and returns JSON, which
     is checked against the block's schema."""
     client = ctx.llm()
