@@ -176,6 +176,7 @@ async def run_goal(execution: RunExecution, block: GoalBlock, client: LLMClient)
     goal = hide_secrets(execution.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
     execution.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
+    url_in_code: str | None = None
     for step in range(1, block.max_steps + 1):
         await execution._settle_tabs()
         page = execution.page
@@ -185,6 +186,11 @@ async def run_goal(execution: RunExecution, block: GoalBlock, client: LLMClient)
             text_budget=client.settings.llm_text_budget,
             screenshot=client.settings.llm_vision,
         )
+        if url_in_code is not None and page.url != url_in_code:
+            # The last action navigated (Enter in a form, a link): the agent observed the new
+            # page before going on, so the script waits for it too.
+            execution.code_body.append(f"page.wait_for_url({json.dumps(page.url)})")
+        url_in_code = page.url
         prompt_text = hide_secrets(observation.as_prompt(goal), placeholders)
         _forget_old_observations(state.messages)
         state.messages.append(_user_message(prompt_text, observation))
@@ -247,6 +253,8 @@ async def _finish(
                 f"extraction_schema: {problem}"
             )
     execution.extracted.update(data)
+    if data:  # the script prints the run's extracted information, this included
+        execution.code_body.append(f"extracted.update({data!r})  # reported by the model")
     execution.summary = finish.summary or execution.summary
 
 
@@ -418,10 +426,13 @@ async def act(
                 option = str(args.get("option", ""))
                 try:
                     await handle.select_option(label=option, timeout=timeout)
+                    chosen = f"label={json.dumps(option)}"
                 except PlaywrightError:
                     await handle.select_option(value=option, timeout=timeout)
+                    chosen = f"value={json.dumps(option)}"
                 value = option
-                lines = [f"{locator}.select_option({json.dumps(option)})"]
+                # Not the bare string: Playwright matches it against values first.
+                lines = [f"{locator}.select_option({chosen})"]
             elif name == "check":
                 await handle.check(timeout=timeout)
                 lines = [f"{locator}.check()"]
