@@ -23,7 +23,7 @@ from runner.extract import extract_fields, schema_errors
 from runner.llm import Completion, LLMClient, LLMSettings
 from runner.observe import track_click_listeners
 from runner.recorder import RunRecorder
-from runner.secrets import SecretMasker
+from runner.secrets import SecretMasker, option_secrets
 from runner.settings import RunnerSettings
 from runner.steps import StepEnv, StepFailed, run_step
 from runner.templating import Inputs
@@ -72,7 +72,9 @@ class RunExecution:
         self.workflow = workflow
         self.inputs = inputs
         self.settings = env.settings
-        self.masker = SecretMasker(inputs.secret_values)
+        self.masker = SecretMasker(
+            [*inputs.secret_values, *option_secrets(run.extra_http_headers, run.proxy)]
+        )
         self.spool = env.spool_dir / run.id
         self.spool.mkdir(parents=True, exist_ok=True)
         self.sink = ArtifactSink(db=env.db, store=env.store, run_id=run.id)
