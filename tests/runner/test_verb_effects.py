@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import Outcome
-from tests.llm_server import Reply, ScriptedLLM, elements, find_element, step_index
+from tests.llm_server import (
+    Reply,
+    ScriptedLLM,
+    elements,
+    find_element,
+    previous_tool_calls,
+    step_index,
+)
 from tests.probe_site import Hit, ProbeSite
 from tests.runner.test_codegen import last_json_line, run_script
 
@@ -162,31 +169,50 @@ async def test_each_verb_has_its_effect_on_the_page(
     assert replayed.files[0].data == UPLOADED
 
 
-# --- a goal block's run, replayed by its script ---------------------------------------------
+# --- goal blocks' runs, replayed by their script -------------------------------------------
 
 
-def order_policy(request: dict[str, Any]) -> Reply:
-    """Fills the form the way a model would: element numbers from the observation."""
-    found = elements(request)
-    text = json.dumps(request["messages"][-1])
-    if "Order received" in text:
-        return Reply.call(
+def agent_policy(attachment: Path) -> Any:
+    """Acts the way a model would, element numbers from the observation: fills and sends the
+    form (Enter), uploads the file, scrolls the long page; then completes."""
+
+    def policy(request: dict[str, Any]) -> Reply:
+        found = elements(request)
+        text = json.dumps(request["messages"][-1])
+        done = Reply.call(
             "complete",
-            {"summary": "Ordered", "extracted_information": {"ordered": True}},
-            thought="The order went through.",
+            {"summary": "Done", "extracted_information": {"agent_done": True}},
+            thought="Done here.",
         )
-    step = step_index(request)
-    q = find_element(found, tag="input", id="q")
-    size = find_element(found, tag="select", id="size")
-    gift = find_element(found, tag="input", id="gift")
-    assert q and size and gift, found
-    plan = [
-        Reply.call("input_text", {"element": q.n, "text": "Desk Lamp"}, thought="Naming it."),
-        Reply.call("select_option", {"element": size.n, "option": "Large lamp"}, thought="Size."),
-        Reply.call("check", {"element": gift.n}, thought="Gift wrap."),
-        Reply.call("press", {"key": "Enter"}, thought="Sending the form with Enter."),
-    ]
-    return plan[min(step, len(plan) - 1)]
+        calls = [name for name, _ in previous_tool_calls(request)]
+        if "Order received" in text or "Received " in text:
+            return done
+        if "form.html" in text:
+            q = find_element(found, tag="input", id="q")
+            size = find_element(found, tag="select", id="size")
+            gift = find_element(found, tag="input", id="gift")
+            assert q and size and gift, found
+            plan = [
+                Reply.call("input_text", {"element": q.n, "text": "Desk Lamp"}, thought="Name."),
+                Reply.call("select_option", {"element": size.n, "option": "Large lamp"}),
+                Reply.call("check", {"element": gift.n}, thought="Gift wrap."),
+                Reply.call("press", {"key": "Enter"}, thought="Sending the form with Enter."),
+            ]
+            return plan[min(step_index(request), len(plan) - 1)]
+        if "upload.html" in text:
+            file = find_element(found, tag="input", id="file")
+            button = find_element(found, tag="button", text="Upload")
+            assert file and button, found
+            if "upload_file" not in calls:
+                return Reply.call("upload_file", {"element": file.n, "file": str(attachment)})
+            return Reply.call("click", {"element": button.n}, thought="Sending it.")
+        if "long.html" in text:
+            return (
+                done if calls.count("scroll") >= 2 else Reply.call("scroll", {"direction": "down"})
+            )
+        raise AssertionError(f"unexpected page: {text[:300]}")
+
+    return policy
 
 
 @pytest.fixture
@@ -200,45 +226,58 @@ def llm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield use
 
 
-async def test_a_goal_block_run_replays_from_its_script(
+def goal(label: str, page: str, text: str, extract: dict[str, str]) -> list[dict[str, Any]]:
+    """Open a page, let the agent act on it, extract from where it left the page."""
+    return [
+        {"label": f"open {label}", "type": "action", "steps": [{"goto": f"{{{{ url }}}}{page}"}]},
+        {"label": label, "type": "goal", "goal": text, "max_steps": 8},
+        {
+            "label": f"after {label}",
+            "type": "extract",
+            "fields": {name: {"selector": sel, "first": True} for name, sel in extract.items()},
+        },
+    ]
+
+
+async def test_goal_block_runs_replay_from_their_script(
     run_workflow: Any, probe: ProbeSite, llm_env: Any, tmp_path: Path
 ) -> None:
+    attachment = tmp_path / "room.bin"
+    attachment.write_bytes(UPLOADED)
     workflow = {
-        "title": "Order through the agent",
+        "title": "The agent orders, uploads and scrolls",
         "url": probe.url,
-        "timeout_s": 90,
+        "timeout_s": 120,
         "blocks": [
-            {"label": "open", "type": "action", "steps": [{"goto": "{{ url }}form.html"}]},
-            {
-                "label": "order",
-                "type": "goal",
-                "goal": "Order a large Desk Lamp, gift wrapped",
-                "max_steps": 8,
-            },
-            {
-                "label": "ordered",
-                "type": "extract",
-                "fields": {
-                    "q": {"selector": "#got-q", "first": True},
-                    "size": {"selector": "#got-size", "first": True},
-                    "gift": {"selector": "#got-gift", "first": True},
-                },
-            },
+            *goal(
+                "order",
+                "form.html",
+                "Order a large Desk Lamp, gift wrapped",
+                {"q": "#got-q", "size": "#got-size", "gift": "#got-gift"},
+            ),
+            *goal("upload", "upload.html", "Upload the photo", {"received": "#received"}),
+            *goal("scroll", "long.html", "Scroll down twice", {"scroll_y": "#scroll-y"}),
         ],
     }
-    with ScriptedLLM(order_policy) as llm:
+    with ScriptedLLM(agent_policy(attachment)) as llm:
         llm_env(llm)
         outcome: Outcome = await run_workflow(workflow)
     assert outcome.status == "completed", outcome.run.failure_reason
     check_form_effects(probe, 0, "Desk Lamp")
+    [upload] = probe.hits("/upload")
+    assert upload.files[0].data == UPLOADED
     assert outcome.run.extracted_information == {
-        "ordered": True,
+        "agent_done": True,
         "q": "Desk Lamp",
         "size": "l",
         "gift": "yes",
+        "received": f"Received room.bin ({len(UPLOADED)} bytes)",
+        "scroll_y": "1200",
     }
 
     since = probe.mark()
     proc = run_script(outcome.read(outcome.artifact("code")), tmp_path / "replay")
     assert last_json_line(proc) == outcome.run.extracted_information
     check_form_effects(probe, since, "Desk Lamp")
+    [replayed] = probe.hits("/upload", since=since)
+    assert replayed.files[0].data == UPLOADED
