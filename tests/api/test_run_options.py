@@ -12,16 +12,17 @@ import base64
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import os
 import subprocess
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,9 +106,6 @@ def texts_of(client: httpx.Client, base_url: str, record: dict[str, Any]) -> dic
 
 
 def _zip_text(data: bytes) -> str:
-    import io
-    import zipfile
-
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         return "\n".join(
             archive.read(name).decode("utf-8", "replace")
@@ -119,14 +117,17 @@ def _zip_text(data: bytes) -> str:
 # --- timeout_s -----------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(240)
 def test_timeout_s_of_the_request_ends_a_longer_run_timed_out_naming_the_limit(
     client: httpx.Client, site: SiteServer
 ) -> None:
-    # The workflow allows 120 s and waits 60 s for a text that never comes; the request, 3 s.
-    workflow = waiting_workflow(site, timeout_ms=60_000, title="Cut short by timeout_s")
+    # The workflow allows 120 s and waits 110 s for a text that never comes; the request, 3 s.
+    # A run that ignored the request's limit would still be running when this stops waiting
+    # (the record is stored before the status changes: slow on a loaded machine).
+    workflow = waiting_workflow(site, timeout_ms=110_000, title="Cut short by timeout_s")
     created = create_run(client, workflow, timeout_s=3)
     assert created["timeout_s"] == 3
-    record = wait_status(client, created["id"], timeout=45)
+    record = wait_status(client, created["id"], timeout=90)
     assert record["status"] == "timed_out", (record["status"], record["failure_reason"])
     assert "time limit of 3 s" in (record["failure_reason"] or ""), record["failure_reason"]
     assert record["timeout_s"] == 3
@@ -374,7 +375,7 @@ def test_title_of_the_request_names_the_run_in_its_record_and_the_list(
 
 
 def test_the_curl_snippet_recreates_the_run_with_the_same_inputs(
-    client: httpx.Client, probe: ProbeSite, tmp_path: Path
+    client: httpx.Client, probe: ProbeSite
 ) -> None:
     """Every input of the original comes back in the recreated run: the parameters (the secret
     one from its environment variable), the title, the limit, the headers (the secret one from
