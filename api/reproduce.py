@@ -1,5 +1,7 @@
 """Snippets that recreate a run through the API: curl, Python (httpx), PowerShell.
-Secret parameters are read from environment variables named after them in upper case."""
+Secret parameters are read from environment variables named after them in upper case; secret
+headers from `HEADER_<NAME>` (`HEADER_AUTHORIZATION`) and the proxy's password from
+`PROXY_PASSWORD`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pprint
 from typing import Any
 
 from runner.codegen import constant_name
+from runner.secrets import SECRET_HEADERS
 from runner.workflow import parse_workflow
 from storage.models import Run
 
@@ -15,10 +18,17 @@ _MARK = "\u0000SECRET:{}\u0000"
 
 
 def request_body(run: Run) -> tuple[dict[str, Any], list[str]]:
+    """The body of `POST /runs` that recreates the run, each secret value replaced by a marker
+    naming its environment variable; and those variables' names."""
     workflow = parse_workflow(run.definition)
-    secrets = sorted(workflow.secret_names)
+    env: list[str] = []
+
+    def from_env(name: str) -> str:
+        env.append(name)
+        return _MARK.format(name)
+
     parameters = {
-        name: (_MARK.format(name) if name in secrets else value)
+        name: (from_env(constant_name(name)) if name in workflow.secret_names else value)
         for name, value in (run.parameters or {}).items()
     }
     body: dict[str, Any] = {"workflow": run.definition, "parameters": parameters}
@@ -26,12 +36,20 @@ def request_body(run: Run) -> tuple[dict[str, Any], list[str]]:
         body["title"] = run.title
     if run.timeout_s != workflow.timeout_s:
         body["timeout_s"] = run.timeout_s
-    for key in ("webhook_url", "proxy", "extra_http_headers"):
-        if getattr(run, key):
-            body[key] = getattr(run, key)
+    if run.webhook_url:
+        body["webhook_url"] = run.webhook_url
+    if run.proxy:
+        body["proxy"] = {
+            k: (from_env("PROXY_PASSWORD") if k == "password" else v) for k, v in run.proxy.items()
+        }
+    if run.extra_http_headers:
+        body["extra_http_headers"] = {
+            k: (from_env(f"HEADER_{constant_name(k)}") if k.lower() in SECRET_HEADERS else v)
+            for k, v in run.extra_http_headers.items()
+        }
     if run.run_with != "agent":
         body["run_with"] = run.run_with
-    return body, [n for n in secrets if n in parameters]
+    return body, sorted(set(env))
 
 
 def snippets(run: Run, base_url: str) -> dict[str, Any]:
@@ -45,11 +63,8 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
         filter_text = pretty
         for name in secrets:
             quoted = '"' + json_marker.format(name) + '"'
-            filter_text = filter_text.replace(quoted, f"${constant_name(name)}")
-        args = " ".join(
-            f'--arg {constant_name(n)} "${{{constant_name(n)}:?set {constant_name(n)}}}"'
-            for n in secrets
-        )
+            filter_text = filter_text.replace(quoted, f"${name}")
+        args = " ".join(f'--arg {n} "${{{n}:?set {n}}}"' for n in secrets)
         curl = (
             f"jq -n {args} \"$(cat <<'JSON'\n{filter_text}\nJSON\n)\" |\n"
             f"curl -sS -X POST '{url}' \\\n"
@@ -65,7 +80,7 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
             f"  --data-binary @- <<'JSON'\n{pretty}\nJSON\n"
         )
 
-    py_body = repr_python(body, secrets)
+    py_body = repr_python(body)
     python = (
         "import os\n\nimport httpx\n\n"
         f"body = {py_body}\n"
@@ -76,9 +91,8 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
 
     ps_data = pretty.replace("'", "''")
     ps_fill = ""
-    for name in secrets:
-        const = constant_name(name)
-        ps_data = ps_data.replace('"' + json_marker.format(name) + '"', f"__{const}__")
+    for const in secrets:
+        ps_data = ps_data.replace('"' + json_marker.format(const) + '"', f"__{const}__")
         ps_fill += f".Replace('__{const}__', (ConvertTo-Json ([string]$env:{const})))"
     powershell = (
         f"$body = ('{ps_data}'){ps_fill}\n"
@@ -89,17 +103,21 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
         "curl": curl,
         "python": python,
         "powershell": powershell,
-        "body": body_masked(body, secrets),
-        "secret_env": [constant_name(n) for n in secrets],
+        "body": _replace_marks(body, lambda _name: "********"),
+        "secret_env": secrets,
     }
 
 
-def body_masked(body: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
-    masked = dict(body)
-    masked["parameters"] = {
-        k: ("********" if k in secrets else v) for k, v in body["parameters"].items()
-    }
-    return masked
+def _replace_marks(value: Any, replace: Any) -> Any:
+    """`value` with every secret's marker replaced by `replace(environment variable name)`."""
+    if isinstance(value, dict):
+        return {k: _replace_marks(v, replace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_marks(v, replace) for v in value]
+    prefix, _, suffix = _MARK.partition("{}")
+    if isinstance(value, str) and value.startswith(prefix) and value.endswith(suffix):
+        return replace(value[len(prefix) : -len(suffix)])
+    return value
 
 
 class _FromEnv:
@@ -110,10 +128,6 @@ class _FromEnv:
         return f"os.environ[{self.name!r}]"
 
 
-def repr_python(body: dict[str, Any], secrets: list[str]) -> str:
-    data = dict(body)
-    data["parameters"] = {
-        k: (_FromEnv(constant_name(k)) if k in secrets else v)
-        for k, v in body["parameters"].items()
-    }
+def repr_python(body: dict[str, Any]) -> str:
+    data = _replace_marks(body, _FromEnv)
     return pprint.pformat(data, indent=4, width=96, sort_dicts=False)

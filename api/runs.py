@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, or_, select, tuple_
 from api.deps import NotifierDep, ServicesDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.schemas import RunCreate, RunDuplicate
+from runner.secrets import SECRET_HEADERS
 from runner.session import inputs_of, queue_run
 from runner.templating import resolve_inputs
 from runner.worker import publish_run_event
@@ -50,13 +51,10 @@ def public_record(run: Run, artifacts: list[Any]) -> dict[str, Any]:
     return record
 
 
-SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
-
-
 def _mask_headers(headers: dict[str, Any] | None) -> dict[str, Any] | None:
     if not headers:
         return headers
-    return {k: ("********" if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
+    return {k: ("********" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
 def _mask_proxy(proxy: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from runner import workflow as wf
 from runner.actions import StepCall, perform
+from runner.browser import untraced
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed, ToolProblem
 from runner.extract import schema_errors
@@ -174,6 +175,7 @@ async def run_goal(ctx: RunContext, block: wf.GoalBlock) -> None:
     goal = hide_secrets(ctx.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
     ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
+    url_in_code: str | None = None
     for step in range(1, block.max_steps + 1):
         await ctx.settle_tabs()
         page = ctx.page
@@ -183,6 +185,11 @@ async def run_goal(ctx: RunContext, block: wf.GoalBlock) -> None:
             text_budget=client.settings.llm_text_budget,
             screenshot=client.settings.llm_vision,
         )
+        if url_in_code is not None and page.url != url_in_code:
+            # The last action navigated (Enter in a form, a link): the agent observed the new
+            # page before going on, so the script waits for it too.
+            ctx.code_body.append(f"page.wait_for_url({json.dumps(page.url)})")
+        url_in_code = page.url
         prompt_text = hide_secrets(observation.as_prompt(goal), placeholders)
         _forget_old_observations(state.messages)
         state.messages.append(_user_message(prompt_text, observation))
@@ -238,6 +245,8 @@ async def _finish(ctx: RunContext, block: wf.GoalBlock, finish: Finish, state: A
                 f"extraction_schema: {problem}"
             )
     ctx.extracted.update(data)
+    if data:  # the script prints the run's extracted information, this included
+        ctx.code_body.append(f"extracted.update({data!r})  # reported by the model")
     ctx.summary = finish.summary or ctx.summary
 
 
@@ -414,7 +423,12 @@ async def _step_call(
         text = reveal_secrets(str(args.get("text", "")), placeholders)
         verb, step_args = "fill", wf.FillArgs.model_construct(value=text)
     elif name == "select_option":
-        verb, step_args = "select", wf.SelectArgs.model_construct(value=str(args.get("option", "")))
+        option = str(args.get("option", ""))
+        # By label if an option shows that text, else by value: the model reads labels.
+        if located is not None and await _has_label(located, option):
+            verb, step_args = "select", wf.SelectArgs.model_construct(label=option)
+        else:
+            verb, step_args = "select", wf.SelectArgs.model_construct(value=option)
     elif name == "check":
         verb, step_args = "check", wf.CheckArgs.model_construct(checked=True)
     elif name == "upload_file":
@@ -444,6 +458,16 @@ async def _step_call(
     else:
         raise ToolProblem(f"unsupported tool {name!r}")
     return StepCall(tool.block, tool.step, verb, step_args, located=located, tool=name)
+
+
+HAS_LABEL = "(select, label) => [...(select.options || [])].some((o) => o.label === label)"
+
+
+async def _has_label(located: Located, option: str) -> bool:
+    try:
+        return bool(await untraced(lambda: located.handle.evaluate(HAS_LABEL, option)))
+    except Exception:
+        return False
 
 
 ELEMENT_TOOLS = {"click", "input_text", "select_option", "check", "upload_file"}

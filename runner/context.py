@@ -19,7 +19,7 @@ from runner.artifacts import ArtifactSink
 from runner.llm import LLMClient, LLMSettings
 from runner.observe import track_click_listeners
 from runner.recorder import Box, RunRecorder
-from runner.secrets import SecretMasker
+from runner.secrets import SecretMasker, option_secrets
 from runner.settings import RunnerSettings
 from runner.templating import Inputs
 from runner.workflow import Workflow
@@ -113,7 +113,9 @@ class RunContext:
         self.workflow = workflow
         self.inputs = inputs
         self.settings = env.settings
-        self.masker = SecretMasker(inputs.secret_values)
+        self.masker = SecretMasker(
+            [*inputs.secret_values, *option_secrets(run.extra_http_headers, run.proxy)]
+        )
         self.spool = env.spool_dir / run.id
         self.spool.mkdir(parents=True, exist_ok=True)
         self.sink = ArtifactSink(db=env.db, store=env.store, run_id=run.id)

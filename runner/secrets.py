@@ -69,11 +69,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["MASK", "WEAK_LENGTH", "SecretMasker", "encoded_variants"]
+__all__ = [
+    "MASK",
+    "SECRET_HEADERS",
+    "WEAK_LENGTH",
+    "SecretMasker",
+    "encoded_variants",
+    "option_secrets",
+]
 
 MASK = "********"
 WEAK_LENGTH = 4
 """Values shorter than this are still masked, but counted in :attr:`SecretMasker.weak_count`."""
+
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+"""Request headers (``extra_http_headers`` of a run, lower case) whose values are secrets."""
 
 _MASK_B = MASK.encode()
 _CHUNK = 1 << 20
@@ -222,6 +232,23 @@ def encoded_variants(value: str) -> list[str]:
     }
     found.discard(value)
     return [value, *sorted(found, key=lambda v: (-len(v), v))]
+
+
+def option_secrets(headers: dict[str, Any] | None, proxy: dict[str, Any] | None) -> list[str]:
+    """The secret values among a run's options, masked like secret parameters: the values of
+    :data:`SECRET_HEADERS` (whole, and the credentials after a scheme such as ``Bearer``) and the
+    proxy's password."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        if name.lower() in SECRET_HEADERS and isinstance(value, str) and value.strip():
+            found.append(value)
+            scheme, _, credentials = value.strip().partition(" ")
+            if scheme.isalpha() and credentials.strip():
+                found.append(credentials.strip())
+    password = (proxy or {}).get("password")
+    if isinstance(password, str) and password:
+        found.append(password)
+    return found
 
 
 class SecretMasker:
