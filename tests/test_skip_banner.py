@@ -1,5 +1,6 @@
-"""The suite says loudly when its PostgreSQL tests were skipped (tests/conftest.py): pytest run
-on a test of the suite, with the PostgreSQL server pointed at a port where nothing listens."""
+"""The suite says loudly when its PostgreSQL tests were skipped (tests/skip_banner.py): pytest with
+that plugin on a test that needs PostgreSQL as the suite's do (`require_postgres`), pointed at a
+port where nothing listens."""
 
 from __future__ import annotations
 
@@ -11,25 +12,34 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = "postgresql://postgres@127.0.0.1:1/test"  # connection refused at once
 
+NEEDS_POSTGRES = """
+from tests.storage.conftest import require_postgres
 
-def pytest_on(selection: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+
+def test_on_postgres():
+    require_postgres()
+
+
+def test_elsewhere():
+    pass
+"""
+
+
+def test_skipped_postgresql_tests_are_announced_above_the_final_counts(tmp_path: Path) -> None:
+    (tmp_path / "test_needs_postgres.py").write_text(NEEDS_POSTGRES)
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "PYTEST_ADDOPTS")}
-    env["GLASSBOX_TEST_POSTGRES_URL"] = NOBODY
-    return subprocess.run(
+    env.update(GLASSBOX_TEST_POSTGRES_URL=NOBODY, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
         [
-            *(sys.executable, "-m", "pytest", "tests/storage/test_queue.py", "-k", selection),
-            *("-p", "no:cacheprovider", "--basetemp", str(tmp_path / "basetemp")),
+            *(sys.executable, "-m", "pytest", "-p", "tests.skip_banner", "-p", "no:cacheprovider"),
+            *("--basetemp", str(tmp_path / "basetemp"), "test_needs_postgres.py"),
         ],
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=100,
     )
-
-
-def test_skipped_postgresql_tests_are_announced_above_the_final_counts(tmp_path: Path) -> None:
-    done = pytest_on("a_claim_gives", tmp_path)
     output = done.stdout
     assert done.returncode == 0, output + done.stderr
     lines = output.rstrip().splitlines()
