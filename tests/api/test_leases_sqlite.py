@@ -26,6 +26,7 @@ import pytest
 
 from examples.site_server import SiteServer
 from tests.api.conftest import (
+    TERMINAL,
     Proc,
     Service,
     create_run,
@@ -246,7 +247,7 @@ def test_a_frozen_worker_loses_its_run_to_the_reaper_and_stops_it_when_it_wakes(
             retry_id = wait_until(
                 lambda: db.children(run_id), timeout=10, what="the retry to be queued"
             )[0]
-            wait_status(client, retry_id, {"running"}, timeout=60)
+            wait_status(client, retry_id, {"running", *TERMINAL}, timeout=60)
         finally:
             os.killpg(victim.pid, signal.SIGCONT)
         resumed_at = time.time()
