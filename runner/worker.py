@@ -315,10 +315,12 @@ class Worker:
     async def _retry(self, session: AsyncSession, run: Run) -> str | None:
         if self.options.retry_interrupted <= 0:
             return None
-        depth, parent = 0, run
-        while parent.parent_run_id and parent.source == RunSource.rerun.value:
-            depth += 1
-            parent = await get_run(session=session, run_id=parent.parent_run_id)
+        depth, child = 0, run
+        while child.parent_run_id and child.source == RunSource.rerun.value:
+            parent = await get_run(session=session, run_id=child.parent_run_id)
+            if parent.status != RunStatus.interrupted.value:
+                break  # a rerun a user asked for, not a retry
+            depth, child = depth + 1, parent
         if depth >= self.options.retry_interrupted:
             return None
         retry = await create_run(

@@ -23,6 +23,8 @@ from storage.settings import StorageSettings
 from storage.status import RunSource, RunStatus
 from storage.timeline import list_cards
 
+pytest_plugins = ["tests.skip_banner"]  # skipped PostgreSQL/S3 tests announced loudly
+
 
 @pytest.fixture(scope="session")
 def site() -> Iterator[SiteServer]:

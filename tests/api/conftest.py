@@ -94,6 +94,56 @@ class Service:
         return self.data_dir / "artifacts" / "runs" / run_id
 
 
+@dataclass
+class Proc:
+    """A `glassbox` process started by a test, in its own process group, output in `log`."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def owns(self, worker_id: str | None) -> bool:
+        """Worker ids are `host:pid:suffix`; the console script is the process we started."""
+        return worker_id is not None and f":{self.pid}:" in worker_id
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the process and its Chromium, no goodbye."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=STOP_TIMEOUT_S)
+
+    def tail(self, since: int = 0) -> str:
+        if not self.log.exists():
+            return ""
+        data = self.log.read_bytes()[since:]
+        return data.decode(errors="replace")[-LOG_TAIL_CHARS:]
+
+
+def spawn_glassbox(
+    name: str, args: list[str], *, env: dict[str, str], cwd: Path, log: Path
+) -> Proc:
+    """`glassbox ARGS...` with exactly `env`, in a new session (killed as a group)."""
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            [*glassbox_command(), *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM (uvicorn shuts down, the worker closes its browser), then SIGKILL the group."""
     if process.poll() is None:
@@ -271,6 +321,32 @@ def waiting_workflow(
                 "steps": [
                     {"goto": "{{ url }}"},
                     {"wait_for": {"text": "zq-never-on-any-page-qz", "timeout_ms": timeout_ms}},
+                ],
+            }
+        ],
+    }
+
+
+def stepwise_workflow(
+    site: SiteServer, *, steps: int = 8, step_ms: int = 600, title: str = "stepwise"
+) -> dict[str, Any]:
+    """A few quick steps, then `steps` slow ones (pages that answer after `step_ms`), each its
+    own action card: a run whose progress shows card by card."""
+    slow_steps: list[dict[str, Any]] = [
+        {"goto": f"{{{{ url }}}}slow?ms={step_ms}"} for _ in range(steps)
+    ]
+    return {
+        "title": title,
+        "url": site.url,
+        "timeout_s": 120,
+        "blocks": [
+            {
+                "label": "steps",
+                "type": "action",
+                "steps": [
+                    {"goto": "{{ url }}shop/search.html"},
+                    {"fill": {"selector": "#q", "value": "lamp"}},
+                    *slow_steps,
                 ],
             }
         ],

@@ -364,8 +364,8 @@ async def test_dependency_over_http(served: Served, db: Database) -> None:
 
     row, key = await _create(db, "http")
     # Another process created the key: it takes effect once the cached count expires.
-    waited = await _wait_for_status(client, 401, within=api.auth.KEY_COUNT_TTL_S + 3)
-    assert waited <= api.auth.KEY_COUNT_TTL_S + 1
+    waited = await _wait_for_status(client, 401, within=api.auth.KEY_COUNT_TTL_S + 10)
+    assert waited <= api.auth.KEY_COUNT_TTL_S + 5, waited
 
     missing = await client.get("/api/v1/whoami")
     assert missing.status_code == 401

@@ -135,7 +135,8 @@ async def test_live_frames_are_jpegs_while_the_run_goes_and_the_socket_closes_at
         assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9", data[:8]
     finished = datetime.fromisoformat(record["finished_at"]).timestamp()
     assert frames[0][0] < finished, "the first frame came only after the run had ended"
-    assert closed_at - finished < 3.0, f"closed {closed_at - finished:.1f} s after the run ended"
+    # Closed at the end of the run, not left open until the client gives up (60 s).
+    assert closed_at - finished < 10, f"closed {closed_at - finished:.1f} s after the run ended"
 
     # A finished run: nothing to show, closed at once with its status.
     async with asyncio.timeout(10), connect(_ws_url(service, run_id)) as ws:
