@@ -306,9 +306,13 @@ async def run_step(
                 locator = page.locator(args.selector)
                 handle = locator
                 await locator.scroll_into_view_if_needed(timeout=timeout)
+                await _let_scroll_land(page)
                 return Outcome(
                     target=args.selector,
-                    code=[f"page.locator({py(args.selector)}).scroll_into_view_if_needed()"],
+                    code=[
+                        f"page.locator({py(args.selector)}).scroll_into_view_if_needed()",
+                        SCROLL_LANDS,
+                    ],
                     box_of=locator,
                 )
             dx, dy = {
@@ -319,11 +323,10 @@ async def run_step(
             }[args.direction]
             env.recorder.announce(title, None)
             await page.mouse.wheel(dx, dy)
-            # Let the scroll land before the screenshot (bookkeeping: not in the trace).
-            await untraced(lambda: page.wait_for_timeout(100))
+            await _let_scroll_land(page)
             return Outcome(
                 value=f"{args.direction} {args.amount}px",
-                code=[f"page.mouse.wheel({dx}, {dy})"],
+                code=[f"page.mouse.wheel({dx}, {dy})", SCROLL_LANDS],
             )
         if isinstance(args, AssertTextArgs):
             scope = page.locator(args.selector) if args.selector else page.locator("body")
@@ -348,6 +351,15 @@ async def run_step(
         failure = _failure(handle, exc, timeout)  # counts the matches: not a step of the run
         raise await untraced(lambda: failure) from None
     raise StepFailed(f"unsupported step {verb!r}")
+
+
+SCROLL_LANDS = "page.wait_for_timeout(100)"
+
+
+async def _let_scroll_land(page: Page) -> None:
+    """A scroll's effects (scroll events, lazy content) come a frame or more later: the step
+    waits for them, and so does the generated script (`SCROLL_LANDS`). Not in the trace."""
+    await untraced(lambda: page.wait_for_timeout(100))
 
 
 def _upload_path(file: str, base: Path | None) -> str:
