@@ -28,6 +28,9 @@ class RunExecution:
     def __init__(self, env: RunnerEnv, run: Run, workflow: Workflow, inputs: Inputs) -> None:
         self.ctx = RunContext(env, run, workflow, inputs)
         self.missing: list[str] = []  # what the record lacks (record.missing)
+        # The run stores its final status (or has): a heartbeat that finds no lease of it sees
+        # the run ending, not a lost lease.
+        self.ended = False
 
     @property
     def lost(self) -> bool:
@@ -127,6 +130,7 @@ class RunExecution:
                     await transition(session=session, run_id=ctx.run.id, to=status, reason=reason)
                 except InvalidTransition as exc:  # ended elsewhere meanwhile (e.g. the reaper)
                     log.warning("run %s: %s", ctx.run.id, exc)
+            self.ended = True  # before the commit: a heartbeat may see it before we resume
             await session.commit()
 
     def _summary(self) -> str:

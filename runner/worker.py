@@ -222,7 +222,7 @@ class Worker:
                     await session.commit()
                 self._cancel_flagged(flags)
                 for run_id in sent:
-                    if run_id not in flags:
+                    if run_id not in flags and not self._ended(run_id):
                         self._lost(run_id)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
@@ -260,11 +260,19 @@ class Worker:
             log.info("canceling %s", run_id)
             task.cancel()
 
+    def _ended(self, run_id: str) -> bool:
+        """The run stored its final status itself (it is no longer running, so a heartbeat
+        finds no lease of it), or is already done and forgotten: not a lost lease."""
+        execution = self.executions.get(run_id)
+        return run_id not in self.tasks or (execution is not None and execution.ended)
+
     def _lost(self, run_id: str) -> None:
         """The run is no longer ours (its lease expired and it was ended elsewhere): stop it
-        without touching its status, so it never runs beside a retry."""
+        without touching its status, so it never runs beside a retry. Said once."""
         execution = self.executions.get(run_id)
         if execution is not None:
+            if execution.lost:
+                return
             execution.lost = True
         log.warning("lost the lease of %s; stopping it", run_id)
         self._cancel(run_id)

@@ -276,3 +276,20 @@ def test_a_frozen_worker_loses_its_run_to_the_reaper_and_stops_it_when_it_wakes(
     assert db.history(run_id) == ["created", "queued", "running", "interrupted"]
     assert db.history(retry_id) == ["created", "queued", "running", "completed"]
     assert db.run(run_id)["attempt"] == 1 and db.run(retry_id)["attempt"] == 1
+
+
+@pytest.mark.timeout(300)
+def test_runs_that_complete_are_never_taken_for_lost_leases(
+    tmp_path: Path, site: SiteServer
+) -> None:
+    """A heartbeat that comes after a run stored its final status, before the worker forgets
+    it, finds no lease of it: that is the run ending, not a lost lease. With a heartbeat every
+    20 ms that moment comes in nearly every run; no run may be stopped or logged as lost."""
+    env = {"GLASSBOX_HEARTBEAT_S": "0.02", "GLASSBOX_LEASE_S": "5"}
+    with running_service(tmp_path / "serve", extra_env=env) as service:
+        with httpx.Client(base_url=service.api, timeout=30) as client:
+            runs = [create_run(client, visit_workflow(site))["id"] for _ in range(6)]
+            records = [wait_status(client, run_id, timeout=120) for run_id in runs]
+        output = service.log.read_text(errors="replace")
+    assert [r["status"] for r in records] == ["completed"] * 6, records
+    assert "lost the lease" not in output, output
