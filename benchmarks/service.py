@@ -21,7 +21,8 @@ Phases (`--phases`, default all):
   `/runs/{id}/events` opened right after the POST returned). Two topologies: `embedded`
   (`glassbox serve --workers 1`: the API and the worker in one process) and `separate`
   (`glassbox serve --workers 0` plus a `glassbox worker` process).
-* cancel -- a run waiting on `wait_for` (timeout_ms 60000); POST /runs/{id}/cancel, then GET the
+* cancel -- a run waiting on `wait_for` (timeout_ms 60000), and a run whose navigation is in
+  flight (a page that answers after a minute); POST /runs/{id}/cancel, then GET the
   run every 20 ms until it shows `canceled`. Measured: POST response time, the worker's reaction
   (the "Run canceled" narration card's time minus the POST), and the time until the record
   shows `canceled` (the record is final only after the partial recording is stored). Both
@@ -453,6 +454,21 @@ def goto_workflow(site: SiteServer) -> dict[str, Any]:
     }
 
 
+def navigating_workflow(site: SiteServer) -> dict[str, Any]:
+    return {
+        "title": "Cancel latency: a navigation that answers after a minute",
+        "url": f"{site.url}shop/",
+        "timeout_s": 300,
+        "blocks": [
+            {
+                "label": "navigate",
+                "type": "action",
+                "steps": [{"goto": "{{ url }}"}, {"goto": "{{ url }}../slow?ms=60000"}],
+            }
+        ],
+    }
+
+
 def waiting_workflow(site: SiteServer) -> dict[str, Any]:
     return {
         "title": "Cancel latency: waits for what never comes",
@@ -552,9 +568,24 @@ def reached_goto(api: Api, run_id: str) -> bool:
     return any(c["kind"] == "action" and c.get("verb") == "goto" for c in api.timeline(run_id))
 
 
+def reached_slow_goto(api: Api, run_id: str) -> bool:
+    """The run is opening the page that answers after a minute."""
+    return any(
+        c["kind"] == "thought" and "slow?ms=" in str(c.get("text", ""))
+        for c in api.timeline(run_id)
+    )
+
+
+CANCEL_CASES: dict[str, tuple[Callable[[SiteServer], dict[str, Any]], Callable[..., bool]]] = {
+    "wait_for": (waiting_workflow, reached_goto),
+    "navigation": (navigating_workflow, reached_slow_goto),
+}
+
+
 @dataclass
 class CancelResult:
     topology: str
+    case: str  # what the run was doing: waiting in a wait_for, or navigating
     post_ms: Stat
     reaction_ms: Stat  # "Run canceled" narration card - POST sent
     finished_ms: Stat  # finished_at - POST sent, runs that ended `canceled`
@@ -564,14 +595,16 @@ class CancelResult:
     with_video: int  # ended runs whose partial recording (video) was kept
 
 
-def cancel_one(api: Api, workflow: dict[str, Any], wait_s: float) -> dict[str, Any]:
+def cancel_one(
+    api: Api, workflow: dict[str, Any], reached: Callable[..., bool], wait_s: float
+) -> dict[str, Any]:
     run_id = api.create(workflow)["id"]
     wait_until(
-        functools.partial(reached_goto, api, run_id),
+        functools.partial(reached, api, run_id),
         timeout=60,
-        what="the run to reach its wait_for",
+        what="the run to reach its long wait",
     )
-    time.sleep(0.3)  # well inside the 60 s wait_for
+    time.sleep(0.3)  # well inside the minute-long wait
     sent_wall, sent = time.time(), time.perf_counter()
     response = api.client.post(f"/runs/{run_id}/cancel")
     post = ms(time.perf_counter() - sent)
@@ -609,56 +642,73 @@ def bench_cancel(
 ) -> list[CancelResult]:
     results = []
     for topology in args.topologies:
-        print(f"\n## cancel latency, {topology} worker  {load_note('before')}", flush=True)
-        with deployed(backend, work, f"cancel-{topology}", topology=topology) as deployment:
-            api = Api(deployment)
-            try:
-                api.wait_terminal(api.create(goto_workflow(site))["id"])  # warm-up
-                workflow = waiting_workflow(site)
-                samples = []
-                for i in range(args.cancels):
-                    sample = cancel_one(api, workflow, args.cancel_wait)
-                    samples.append(sample)
-                    if sample["status"] != "canceled":
-                        print(
-                            f"  cancel {i + 1}: {sample['run_id']} ended {sample['status']} "
-                            f"after {sample['seen_ms'] / 1000:.1f} s: {sample['failure_reason']}",
-                            flush=True,
-                        )
-                    deployment.check_alive()
-            finally:
-                api.close()
-        canceled = [s for s in samples if s["status"] == "canceled"]
-        endings: dict[str, int] = {}
-        for sample in samples:
-            endings[sample["status"]] = endings.get(sample["status"], 0) + 1
-        results.append(
-            CancelResult(
-                topology,
-                Stat([s["post_ms"] for s in samples]),
-                Stat([s["reaction_ms"] for s in samples if s["reaction_ms"] is not None]),
-                Stat([s["finished_ms"] for s in canceled]),
-                Stat([s["seen_ms"] for s in canceled]),
-                Stat([s["seen_ms"] for s in samples if s["status"] != "canceled"]),
-                endings,
-                sum(1 for s in samples if s["video"]),
-            )
-        )
-        print(load_note("after"), flush=True)
+        for case in CANCEL_CASES:
+            results.append(cancel_case(args, backend, site, work, topology, case))
     return results
 
 
+def cancel_case(
+    args: argparse.Namespace,
+    backend: Backend,
+    site: SiteServer,
+    work: Path,
+    topology: str,
+    case: str,
+) -> CancelResult:
+    make_workflow, reached = CANCEL_CASES[case]
+    print(
+        f"\n## cancel latency, {topology} worker, during {case}  {load_note('before')}", flush=True
+    )
+    with deployed(backend, work, f"cancel-{topology}-{case}", topology=topology) as deployment:
+        api = Api(deployment)
+        try:
+            api.wait_terminal(api.create(goto_workflow(site))["id"])  # warm-up
+            workflow = make_workflow(site)
+            samples = []
+            for i in range(args.cancels):
+                sample = cancel_one(api, workflow, reached, args.cancel_wait)
+                samples.append(sample)
+                if sample["status"] != "canceled":
+                    print(
+                        f"  cancel {i + 1}: {sample['run_id']} ended {sample['status']} "
+                        f"after {sample['seen_ms'] / 1000:.1f} s: {sample['failure_reason']}",
+                        flush=True,
+                    )
+                deployment.check_alive()
+        finally:
+            api.close()
+    canceled = [s for s in samples if s["status"] == "canceled"]
+    endings: dict[str, int] = {}
+    for sample in samples:
+        endings[sample["status"]] = endings.get(sample["status"], 0) + 1
+    print(load_note("after"), flush=True)
+    return CancelResult(
+        topology,
+        case,
+        Stat([s["post_ms"] for s in samples]),
+        Stat([s["reaction_ms"] for s in samples if s["reaction_ms"] is not None]),
+        Stat([s["finished_ms"] for s in canceled]),
+        Stat([s["seen_ms"] for s in canceled]),
+        Stat([s["seen_ms"] for s in samples if s["status"] != "canceled"]),
+        endings,
+        sum(1 for s in samples if s["video"]),
+    )
+
+
 def print_cancel(results: list[CancelResult]) -> None:
-    print("\ncancel latency (ms)                            median       p95       min       max")
+    print(
+        "\ncancel latency (ms)                                        median       p95       min       max"
+    )
     for r in results:
         n = len(r.post_ms.values)
-        print(f"  {r.topology:9} POST /cancel answered           {r.post_ms.cells()}   n={n}")
-        print(f"  {r.topology:9} POST -> worker reacts (card)    {r.reaction_ms.cells()}")
-        print(f"  {r.topology:9} POST -> finished_at (canceled)  {r.finished_ms.cells()}")
-        print(f"  {r.topology:9} POST -> GET shows canceled      {r.seen_ms.cells()}")
+        who = f"{r.topology:9} {r.case:10}"
+        print(f"  {who} POST /cancel answered           {r.post_ms.cells()}   n={n}")
+        print(f"  {who} POST -> worker reacts (card)    {r.reaction_ms.cells()}")
+        print(f"  {who} POST -> finished_at (canceled)  {r.finished_ms.cells()}")
+        print(f"  {who} POST -> GET shows canceled      {r.seen_ms.cells()}")
         if r.other_ms.values:
-            print(f"  {r.topology:9} POST -> GET shows another end   {r.other_ms.cells()}")
-        print(f"  {r.topology:9} endings: {r.endings}; partial video kept in {r.with_video}/{n}")
+            print(f"  {who} POST -> GET shows another end   {r.other_ms.cells()}")
+        print(f"  {who} endings: {r.endings}; partial video kept in {r.with_video}/{n}")
 
 
 # --- phase: run-list latency -------------------------------------------------------------------
