@@ -696,9 +696,7 @@ def cancel_case(
 
 
 def print_cancel(results: list[CancelResult]) -> None:
-    print(
-        "\ncancel latency (ms)                                        median       p95       min       max"
-    )
+    print(f"\n{'cancel latency (ms)':56} median       p95       min       max")
     for r in results:
         n = len(r.post_ms.values)
         who = f"{r.topology:9} {r.case:10}"
