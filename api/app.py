@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from api import artifacts, errors, live, runs, webhooks, workflows
 from api.auth import check_startup, require_api_key
+from api.records import API_PREFIX, public_record
 from api.settings import ServiceSettings
 from runner.session import Services, open_services
 from runner.settings import RunnerSettings
@@ -21,8 +22,6 @@ from storage.settings import StorageSettings
 from ui.routes import install as install_ui
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 
 def worker_options(settings: ServiceSettings, concurrency: int | None = None) -> WorkerOptions:
@@ -131,9 +130,7 @@ async def _extras(
     stop: asyncio.Event,
 ) -> list[asyncio.Task[Any]]:
     """Background services beside the workers: webhook delivery."""
-    dispatcher = webhooks.WebhookDispatcher(
-        db=services.db, settings=settings, record=runs.public_record
-    )
+    dispatcher = webhooks.WebhookDispatcher(db=services.db, settings=settings, record=public_record)
     app.state.webhooks = dispatcher
 
     async def deliver() -> None:

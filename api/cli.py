@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from api.records import run_record
 from runner.executor import CardListener
 from runner.session import Services, open_services, queue_run, run_now, runner_env
 from runner.templating import resolve_inputs
@@ -22,7 +23,6 @@ from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
 from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
 from storage.models import TimelineCard
-from storage.records import run_record
 from storage.runs import get_run
 from storage.settings import StorageSettings
 from storage.status import RunSource, RunStatus

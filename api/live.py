@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from api.records import card_record
 from runner.session import Services
 from storage.errors import NotFound
 from storage.models import LiveFrame
 from storage.notify import RUN, LocalNotifier
-from storage.records import card_record
 from storage.runs import get_run
 from storage.status import TERMINAL_STATUSES, RunStatus
 from storage.timeline import list_cards

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, or_, select, tuple_
 
 from api.deps import NotifierDep, ServicesDep, SessionDep, SettingsDep
 from api.errors import field_error
+from api.records import artifact_record, card_record, public_record
 from api.schemas import RunCreate, RunDuplicate
 from runner.session import inputs_of, queue_run
 from runner.templating import resolve_inputs
@@ -25,44 +26,11 @@ from storage.errors import InvalidTransition, NotFound, ValidationFailed
 from storage.models import Run, Workflow, utcnow
 from storage.notify import CANCEL, QUEUE
 from storage.queue import request_cancel
-from storage.records import card_record, run_record
 from storage.runs import get_run
 from storage.status import TERMINAL_STATUSES, ArtifactKind, RunSource, RunStatus
 from storage.timeline import list_cards
 
 router = APIRouter(tags=["runs"])
-
-
-def public_record(run: Run, artifacts: list[Any]) -> dict[str, Any]:
-    record = run_record(run, artifacts)
-    record.update(
-        {
-            "webhook_url": run.webhook_url,
-            "proxy": _mask_proxy(run.proxy),
-            "extra_http_headers": _mask_headers(run.extra_http_headers),
-            "run_with": run.run_with,
-            "archived": run.archived,
-            "read": run.read_at is not None,
-            "cancel_requested": run.cancel_requested_at is not None,
-            "attempt": run.attempt,
-        }
-    )
-    return record
-
-
-SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
-
-
-def _mask_headers(headers: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not headers:
-        return headers
-    return {k: ("********" if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers.items()}
-
-
-def _mask_proxy(proxy: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not proxy:
-        return proxy
-    return {k: ("********" if k == "password" else v) for k, v in proxy.items()}
 
 
 def _check_url(value: str | None, field: str) -> None:
@@ -212,8 +180,6 @@ async def timeline(run_id: str, session: SessionDep, after_seq: int = 0) -> dict
 
 @router.get("/runs/{run_id}/artifacts", summary="A run's artifacts")
 async def artifacts(run_id: str, session: SessionDep) -> dict[str, Any]:
-    from storage.records import artifact_record
-
     await get_run(session=session, run_id=run_id)
     return {
         "items": [artifact_record(a) for a in await list_artifacts(session=session, run_id=run_id)]
@@ -372,5 +338,5 @@ def problem(field: str, message: str) -> JSONResponse:
     return field_error(field, message)
 
 
-__all__ = ["public_record", "router"]
+__all__ = ["router"]
 _ = json

@@ -45,13 +45,13 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from api.records import iso, run_record
 from api.settings import ServiceSettings
 from storage.artifacts import list_artifacts
 from storage.db import Database
 from storage.errors import GlassboxError, NotFound
 from storage.ids import new_id
 from storage.models import Artifact, Run, WebhookDelivery, utcnow
-from storage.records import iso, run_record
 from storage.runs import get_run
 from storage.status import TERMINAL_STATUSES, RunStatus
 from storage.webhooks import (
@@ -192,7 +192,7 @@ class WebhookDispatcher:
         record: RecordBuilder = run_record,
     ) -> None:
         """`record` builds the JSON body from the run and its artifacts (default: the run
-        record of `storage.records`; it must not add anything secret)."""
+        record of `api.records`; it must not add anything secret)."""
         self.db = db
         self.settings = settings
         self._own_client = client is None

@@ -8,12 +8,12 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from api.deps import ServicesDep, SessionDep
+from api.records import iso
 from api.schemas import WorkflowCreate
 from runner.workflow import parse_workflow, workflow_to_json
 from storage.errors import NotFound, ValidationFailed
 from storage.ids import new_id
 from storage.models import Workflow, utcnow
-from storage.records import iso
 
 router = APIRouter(tags=["workflows"])
 

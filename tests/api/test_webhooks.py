@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from psycopg import sql
 from sqlalchemy import update
 
+from api.records import run_record
 from api.settings import ServiceSettings
 from api.webhooks import (
     MAX_DELAY_S,
@@ -45,7 +46,6 @@ from storage import migrate
 from storage.artifacts import add_artifact, list_artifacts
 from storage.db import Database
 from storage.models import Base, Run, WebhookDelivery
-from storage.records import run_record
 from storage.runs import create_run, get_run, status_history, transition
 from storage.settings import StorageSettings
 from storage.status import ArtifactKind, RunSource, RunStatus
