@@ -17,6 +17,7 @@ from api.settings import ServiceSettings
 from runner.session import Services, open_services
 from runner.settings import RunnerSettings
 from runner.worker import Worker, WorkerOptions
+from services.webhooks import WebhookDispatcher
 from storage.notify import LocalNotifier, notifier_for
 from storage.settings import StorageSettings
 from ui.routes import install as install_ui
@@ -130,7 +131,7 @@ async def _extras(
     stop: asyncio.Event,
 ) -> list[asyncio.Task[Any]]:
     """Background services beside the workers: webhook delivery."""
-    dispatcher = webhooks.WebhookDispatcher(db=services.db, settings=settings, record=public_record)
+    dispatcher = WebhookDispatcher(db=services.db, settings=settings, record=public_record)
     app.state.webhooks = dispatcher
 
     async def deliver() -> None:

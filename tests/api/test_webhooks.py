@@ -26,25 +26,26 @@ from fastapi import FastAPI
 from psycopg import sql
 from sqlalchemy import update
 
+from api import errors
 from api.records import run_record
 from api.settings import ServiceSettings
-from api.webhooks import (
-    MAX_DELAY_S,
-    WebhookDispatcher,
-    WebhookNotDue,
-    backoff_s,
-    retry_after_s,
-    retry_delay_s,
-    router,
-    sign,
-)
+from api.webhooks import router
 from runner.session import open_services, queue_run
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
+from services.webhooks import (
+    MAX_DELAY_S,
+    WebhookDispatcher,
+    backoff_s,
+    retry_after_s,
+    retry_delay_s,
+    sign,
+)
 from storage import migrate
 from storage.artifacts import add_artifact, list_artifacts
 from storage.db import Database
+from storage.errors import WebhookNotDue
 from storage.models import Base, Run, WebhookDelivery
 from storage.runs import create_run, get_run, status_history, transition
 from storage.settings import StorageSettings
@@ -210,7 +211,9 @@ async def make_dispatcher(db: Database) -> AsyncIterator[MakeDispatcher]:
             "webhook_timeout_s": 2.0,
             **overrides,
         }
-        dispatcher = WebhookDispatcher(db=db, settings=ServiceSettings(**options))
+        dispatcher = WebhookDispatcher(
+            db=db, settings=ServiceSettings(**options), record=run_record
+        )
         made.append(dispatcher)
         return dispatcher
 
@@ -575,6 +578,7 @@ async def api(
     db: Database, make_dispatcher: MakeDispatcher
 ) -> AsyncIterator[Callable[..., Awaitable[httpx.Response]]]:
     app = FastAPI()
+    errors.install(app)
     app.state.db = db
     app.state.webhooks = make_dispatcher()
     app.include_router(router, prefix="/api/v1")
