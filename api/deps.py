@@ -1,5 +1,5 @@
-"""FastAPI dependencies: the services, a database session, the notifier, the settings, the
-webhook dispatcher — all opened by the app's lifespan and kept on `app.state`."""
+"""FastAPI dependencies: the services, a database session, the settings, the webhook
+dispatcher — all opened by the app's lifespan and kept on `app.state`."""
 
 from __future__ import annotations
 
@@ -10,20 +10,14 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.settings import ServiceSettings
-from runner.session import Services
+from services.backends import Services
 from services.webhooks import WebhookDispatcher
 from storage.db import Database
-from storage.notify import LocalNotifier
 
 
 def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-def get_notifier(request: Request) -> LocalNotifier:
-    notifier: LocalNotifier = request.app.state.notifier
-    return notifier
 
 
 def get_settings(request: Request) -> ServiceSettings:
@@ -43,7 +37,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-NotifierDep = Annotated[LocalNotifier, Depends(get_notifier)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 DispatcherDep = Annotated[WebhookDispatcher, Depends(get_dispatcher)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -7,8 +7,8 @@ import json
 import pprint
 from typing import Any
 
-from runner.codegen import constant_name
-from runner.workflow import parse_workflow
+from services.runs import RunOptions
+from services.workflows import parse_workflow, secret_env_name
 from storage.models import Run
 
 _MARK = "\u0000SECRET:{}\u0000"
@@ -22,15 +22,13 @@ def request_body(run: Run) -> tuple[dict[str, Any], list[str]]:
         for name, value in (run.parameters or {}).items()
     }
     body: dict[str, Any] = {"workflow": run.definition, "parameters": parameters}
-    if run.title != workflow.title:
-        body["title"] = run.title
-    if run.timeout_s != workflow.timeout_s:
-        body["timeout_s"] = run.timeout_s
-    for key in ("webhook_url", "proxy", "extra_http_headers"):
-        if getattr(run, key):
-            body[key] = getattr(run, key)
-    if run.run_with != "agent":
-        body["run_with"] = run.run_with
+    # The options a request must give to get the run's: those unlike a bare request's.
+    options = RunOptions.of(run)
+    bare = RunOptions(source=options.source, title=workflow.title, timeout_s=workflow.timeout_s)
+    for name in RunOptions.REQUESTED:
+        value = getattr(options, name)
+        if value and value != getattr(bare, name):
+            body[name] = value
     return body, [n for n in secrets if n in parameters]
 
 
@@ -45,9 +43,9 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
         filter_text = pretty
         for name in secrets:
             quoted = '"' + json_marker.format(name) + '"'
-            filter_text = filter_text.replace(quoted, f"${constant_name(name)}")
+            filter_text = filter_text.replace(quoted, f"${secret_env_name(name)}")
         args = " ".join(
-            f'--arg {constant_name(n)} "${{{constant_name(n)}:?set {constant_name(n)}}}"'
+            f'--arg {secret_env_name(n)} "${{{secret_env_name(n)}:?set {secret_env_name(n)}}}"'
             for n in secrets
         )
         curl = (
@@ -77,7 +75,7 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
     ps_data = pretty.replace("'", "''")
     ps_fill = ""
     for name in secrets:
-        const = constant_name(name)
+        const = secret_env_name(name)
         ps_data = ps_data.replace('"' + json_marker.format(name) + '"', f"__{const}__")
         ps_fill += f".Replace('__{const}__', (ConvertTo-Json ([string]$env:{const})))"
     powershell = (
@@ -90,7 +88,7 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
         "python": python,
         "powershell": powershell,
         "body": body_masked(body, secrets),
-        "secret_env": [constant_name(n) for n in secrets],
+        "secret_env": [secret_env_name(n) for n in secrets],
     }
 
 
@@ -113,7 +111,7 @@ class _FromEnv:
 def repr_python(body: dict[str, Any], secrets: list[str]) -> str:
     data = dict(body)
     data["parameters"] = {
-        k: (_FromEnv(constant_name(k)) if k in secrets else v)
+        k: (_FromEnv(secret_env_name(k)) if k in secrets else v)
         for k, v in body["parameters"].items()
     }
     return pprint.pformat(data, indent=4, width=96, sort_dicts=False)

@@ -118,20 +118,3 @@ async def flag_cancel(*, session: AsyncSession, run_id: str) -> Run:
     if getattr(flagged, "rowcount", 0) == 1:
         return run
     raise InvalidTransition(run_id, run.status, RunStatus.canceled.value)
-
-
-async def request_cancel(*, session: AsyncSession, run_id: str) -> Run:
-    """Queued or created runs end at once; a running run is flagged for its worker."""
-    waiting = {RunStatus.created, RunStatus.queued}
-    try:
-        # Only from a waiting status: a worker may claim the run at this very moment.
-        return await transition(
-            session=session,
-            run_id=run_id,
-            to=RunStatus.canceled,
-            reason="canceled by a user",
-            expect=waiting,
-        )
-    except InvalidTransition:
-        pass
-    return await flag_cancel(session=session, run_id=run_id)

@@ -30,10 +30,11 @@ from api import errors
 from api.records import run_record
 from api.settings import ServiceSettings
 from api.webhooks import router
-from runner.session import open_services, queue_run
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
+from services.backends import open_services
+from services.runs import RunOptions, queue_run
 from services.webhooks import (
     MAX_DELAY_S,
     WebhookDispatcher,
@@ -552,10 +553,10 @@ async def test_secret_parameters_stay_masked_in_the_delivered_record(
         )
         inputs = resolve_inputs(workflow, {"password": "hunter2-sesame"})
         run = await queue_run(
-            services, workflow, inputs, source=RunSource.api, webhook_url=receiver.url
+            services, workflow, inputs, RunOptions(source=RunSource.api, webhook_url=receiver.url)
         )
     finally:
-        await services.db.dispose()
+        await services.close()
     for step in (RunStatus.running, RunStatus.completed):
         async with db.session() as session:
             await transition(session=session, run_id=run.id, to=step)
