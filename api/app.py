@@ -12,17 +12,14 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from api import artifacts, errors, live, runs, webhooks, workflows
 from api.auth import check_startup, require_api_key
+from api.records import API_PREFIX, public_record
 from api.settings import ServiceSettings
-from runner.session import Services, open_services
-from runner.settings import RunnerSettings
-from runner.worker import Worker, WorkerOptions
-from storage.notify import LocalNotifier, notifier_for
-from storage.settings import StorageSettings
+from services.backends import RunnerSettings, Services, StorageSettings, open_services
+from services.webhooks import WebhookDispatcher
+from services.workers import Worker, WorkerOptions
 from ui.routes import install as install_ui
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 
 def worker_options(settings: ServiceSettings, concurrency: int | None = None) -> WorkerOptions:
@@ -52,27 +49,23 @@ def create_app(
         try:
             await check_startup(db=services.db, host=settings.host)
         except Exception:
-            await services.db.dispose()
+            await services.close()
             raise
-        notifier = notifier_for(services.storage.resolved_database_url)
-        await notifier.start()
+        await services.notifier.start()
         app.state.services = services
         app.state.db = services.db
-        app.state.notifier = notifier
         app.state.settings = settings
         stop = asyncio.Event()
-        app.state.stop = stop
-        pool = [Worker(services, notifier, worker_options(settings)) for _ in range(worker_count)]
+        pool = [Worker(services, worker_options(settings)) for _ in range(worker_count)]
         app.state.workers = pool
         tasks = [asyncio.create_task(w.run(stop), name=f"worker {i}") for i, w in enumerate(pool)]
-        tasks += await _extras(app, services, notifier, settings, stop)
+        tasks += await _extras(app, services, settings, stop)
         try:
             yield
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await notifier.close()
-            await services.db.dispose()
+            await services.close()
 
     app = FastAPI(
         title="Glassbox",
@@ -124,16 +117,10 @@ def _install_docs(app: FastAPI) -> None:
 
 
 async def _extras(
-    app: FastAPI,
-    services: Services,
-    notifier: LocalNotifier,
-    settings: ServiceSettings,
-    stop: asyncio.Event,
+    app: FastAPI, services: Services, settings: ServiceSettings, stop: asyncio.Event
 ) -> list[asyncio.Task[Any]]:
     """Background services beside the workers: webhook delivery."""
-    dispatcher = webhooks.WebhookDispatcher(
-        db=services.db, settings=settings, record=runs.public_record
-    )
+    dispatcher = WebhookDispatcher(db=services.db, settings=settings, record=public_record)
     app.state.webhooks = dispatcher
 
     async def deliver() -> None:

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from api.deps import ServicesDep, SessionDep
+from api.records import artifact_record
 from storage.artifacts import get_artifact
 from storage.objects import content_disposition
-from storage.records import artifact_record
 
 router = APIRouter(tags=["artifacts"])
 

@@ -14,17 +14,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from runner.executor import CardListener
-from runner.session import Services, open_services, queue_run, run_now, runner_env
-from runner.templating import resolve_inputs
-from runner.workflow import load_workflow_file
+from api.records import run_record
+from services.backends import Services, StorageSettings, open_services
+from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
+from services.workflows import load_workflow_file
 from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
 from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
 from storage.models import TimelineCard
-from storage.records import run_record
 from storage.runs import get_run
-from storage.settings import StorageSettings
 from storage.status import RunSource, RunStatus
 
 EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_REFUSED = 0, 1, 2
@@ -92,17 +90,23 @@ async def _run(args: argparse.Namespace) -> int:
         services = open_services()
     except ValidationError as exc:
         raise _settings_error(exc) from None
-    inputs = resolve_inputs(workflow, overrides, allowed_schemes=services.runner.url_schemes)
-    run = await queue_run(services, workflow, inputs, source=RunSource.cli)
-    err.print(f"[bold]{escape(run.title)}[/bold] [dim]{run.id}[/dim]")
-    listeners: list[CardListener] = [] if args.quiet else [_print_card]
-    async with runner_env(services, listeners) as env:
-        status = await run_now(env, run, workflow, inputs)
-    async with services.db.session() as session:
-        row = await get_run(session=session, run_id=run.id)
-        artifacts = await list_artifacts(session=session, run_id=run.id)
+    try:
+        inputs = inputs_for(services, workflow, overrides)
+        # This process runs it: no worker is woken. Status changes are still announced, so a
+        # `glassbox serve` on the same PostgreSQL database shows the run live.
+        run = await queue_run(
+            services, workflow, inputs, RunOptions(source=RunSource.cli), wake_workers=False
+        )
+        err.print(f"[bold]{escape(run.title)}[/bold] [dim]{run.id}[/dim]")
+        listeners: list[CardListener] = [] if args.quiet else [_print_card]
+        async with runner_env(services, listeners) as env:
+            status = await run_now(services, env, run, workflow, inputs)
+        async with services.db.session() as session:
+            row = await get_run(session=session, run_id=run.id)
+            artifacts = await list_artifacts(session=session, run_id=run.id)
+    finally:
+        await services.close()
     record = run_record(row, artifacts)
-    await services.db.dispose()
     style = _STATUS_STYLE.get(status.value, "white")
     err.print(
         f"[{style}]{status.value}[/{style}]"
@@ -134,9 +138,11 @@ def _print_record_location(services: Services, run_id: str, artifacts: list[Any]
 
 async def _artifact(args: argparse.Namespace) -> int:
     services = open_services()
-    async with services.db.session() as session:
-        artifact = await get_artifact(session=session, artifact_id=args.id)
-    await services.db.dispose()
+    try:
+        async with services.db.session() as session:
+            artifact = await get_artifact(session=session, artifact_id=args.id)
+    finally:
+        await services.close()
     chunks = services.store.open(artifact.key)
     if args.output == "-":
         out = sys.stdout.buffer
@@ -177,25 +183,22 @@ async def _worker(args: argparse.Namespace) -> int:
 
     from api.app import worker_options
     from api.settings import ServiceSettings
-    from runner.worker import Worker
-    from storage.notify import notifier_for
+    from services.workers import Worker
 
     settings = ServiceSettings()
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     services = open_services(secret_key=secret)
-    notifier = notifier_for(services.storage.resolved_database_url)
-    await notifier.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    worker = Worker(services, notifier, worker_options(settings, args.concurrency))
-    err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
     try:
+        await services.notifier.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = Worker(services, worker_options(settings, args.concurrency))
+        err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
         await worker.run(stop)
     finally:
-        await notifier.close()
-        await services.db.dispose()
+        await services.close()
     return EXIT_OK
 
 
@@ -213,7 +216,7 @@ async def _apikey(args: argparse.Namespace) -> int:
             await cli_revoke(services.db, args.id)
             err.print(f"revoked {escape(args.id)}")
     finally:
-        await services.db.dispose()
+        await services.close()
     return EXIT_OK
 
 

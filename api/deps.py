@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the services, a database session."""
+"""FastAPI dependencies: the services, a database session, the settings, the webhook
+dispatcher — all opened by the app's lifespan and kept on `app.state`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.settings import ServiceSettings
-from runner.session import Services
-from storage.notify import LocalNotifier
+from services.backends import Services
+from services.webhooks import WebhookDispatcher
+from storage.db import Database
 
 
 def get_services(request: Request) -> Services:
@@ -18,23 +20,23 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_notifier(request: Request) -> LocalNotifier:
-    notifier: LocalNotifier = request.app.state.notifier
-    return notifier
-
-
 def get_settings(request: Request) -> ServiceSettings:
     settings: ServiceSettings = request.app.state.settings
     return settings
 
 
+def get_dispatcher(request: Request) -> WebhookDispatcher:
+    dispatcher: WebhookDispatcher = request.app.state.webhooks
+    return dispatcher
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    services: Services = request.app.state.services
-    async with services.db.session() as session:
+    db: Database = request.app.state.db
+    async with db.session() as session:
         yield session
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-NotifierDep = Annotated[LocalNotifier, Depends(get_notifier)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+DispatcherDep = Annotated[WebhookDispatcher, Depends(get_dispatcher)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

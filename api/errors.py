@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from storage.errors import (
     ConfigurationError,
+    GlassboxError,
     InvalidTransition,
     NotFound,
+    RunNotFinished,
     ValidationFailed,
+    WebhookNotConfigured,
 )
+
+STATUS_CODES: dict[type[GlassboxError], int] = {
+    NotFound: 404,
+    InvalidTransition: 409,
+    RunNotFinished: 409,
+    WebhookNotConfigured: 422,
+    ConfigurationError: 500,
+}
+"""Errors answered `{"detail": "<message>"}` with this status; ValidationFailed names its field."""
 
 
 def field_error(field: str, message: str, *, prefix: tuple[str, ...] = ("body",)) -> JSONResponse:
@@ -30,19 +44,19 @@ def field_error(field: str, message: str, *, prefix: tuple[str, ...] = ("body",)
     )
 
 
+def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=status_code, content={"detail": str(exc)})
+
+    return handler
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ValidationFailed)
+    return field_error(exc.field, exc.message, prefix=(exc.location,))
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(NotFound)
-    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
-
-    @app.exception_handler(InvalidTransition)
-    async def _conflict(_request: Request, exc: InvalidTransition) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
-
-    @app.exception_handler(ValidationFailed)
-    async def _invalid(_request: Request, exc: ValidationFailed) -> JSONResponse:
-        return field_error(exc.field, exc.message, prefix=(exc.location,))
-
-    @app.exception_handler(ConfigurationError)
-    async def _config(_request: Request, exc: ConfigurationError) -> JSONResponse:
-        return JSONResponse(status_code=500, content={"detail": str(exc)})
+    for error, status_code in STATUS_CODES.items():
+        app.add_exception_handler(error, _answer(status_code))
+    app.add_exception_handler(ValidationFailed, _invalid)

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
-from runner.session import Services
+from api.records import card_record
+from services.backends import Services
 from storage.errors import NotFound
-from storage.models import LiveFrame
-from storage.notify import RUN, LocalNotifier
-from storage.records import card_record
+from storage.frames import get_live_frame
+from storage.notify import RUN
 from storage.runs import get_run
 from storage.status import TERMINAL_STATUSES, RunStatus
 from storage.timeline import list_cards
@@ -53,9 +53,9 @@ async def _wait_for_news(sub: Any, run_id: str, timeout: float) -> bool:
 
 
 async def run_events(
-    services: Services, notifier: LocalNotifier, run_id: str, after_seq: int, request: Request
+    services: Services, run_id: str, after_seq: int, request: Request
 ) -> AsyncIterator[bytes]:
-    sub = notifier.subscribe(RUN)
+    sub = services.notifier.subscribe(RUN)
     try:
         last_status: str | None = None
         idle = 0.0
@@ -109,7 +109,7 @@ async def events(
     if last_event_id and last_event_id.isdigit():
         after_seq = max(after_seq, int(last_event_id))
     return StreamingResponse(
-        run_events(services, request.app.state.notifier, run_id, after_seq, request),
+        run_events(services, run_id, after_seq, request),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -119,21 +119,20 @@ async def events(
 async def live(websocket: WebSocket, run_id: str) -> None:
     """JPEG frames of the browser while the run goes; closes when it ends."""
     services: Services = websocket.app.state.services
-    notifier: LocalNotifier = websocket.app.state.notifier
     async with services.db.session() as session:
         try:
             await get_run(session=session, run_id=run_id)
         except NotFound:
             await websocket.close(code=4404, reason=f"run {run_id} not found")
             return
-    sub = notifier.subscribe(RUN)
+    sub = services.notifier.subscribe(RUN)
     await websocket.accept()
     try:
         sent_seq = -1
         while True:
             async with services.db.session() as session:
                 run = await get_run(session=session, run_id=run_id)
-                frame = await session.get(LiveFrame, run_id)
+                frame = await get_live_frame(session=session, run_id=run_id)
                 if frame is not None and frame.seq != sent_seq:
                     sent_seq = frame.seq
                     await websocket.send_bytes(frame.data)

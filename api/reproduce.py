@@ -9,9 +9,8 @@ import json
 import pprint
 from typing import Any
 
-from runner.codegen import constant_name
-from runner.secrets import SECRET_HEADERS
-from runner.workflow import parse_workflow
+from services.runs import SECRET_HEADERS, RunOptions
+from services.workflows import parse_workflow, secret_env_name
 from storage.models import Run
 
 _MARK = "\u0000SECRET:{}\u0000"
@@ -28,27 +27,27 @@ def request_body(run: Run) -> tuple[dict[str, Any], list[str]]:
         return _MARK.format(name)
 
     parameters = {
-        name: (from_env(constant_name(name)) if name in workflow.secret_names else value)
+        name: (from_env(secret_env_name(name)) if name in workflow.secret_names else value)
         for name, value in (run.parameters or {}).items()
     }
     body: dict[str, Any] = {"workflow": run.definition, "parameters": parameters}
-    if run.title != workflow.title:
-        body["title"] = run.title
-    if run.timeout_s != workflow.timeout_s:
-        body["timeout_s"] = run.timeout_s
-    if run.webhook_url:
-        body["webhook_url"] = run.webhook_url
-    if run.proxy:
+    # The options a request must give to get the run's: those unlike a bare request's.
+    options = RunOptions.of(run)
+    bare = RunOptions(source=options.source, title=workflow.title, timeout_s=workflow.timeout_s)
+    for name in RunOptions.REQUESTED:
+        value = getattr(options, name)
+        if value and value != getattr(bare, name):
+            body[name] = value
+    if body.get("proxy"):
         body["proxy"] = {
-            k: (from_env("PROXY_PASSWORD") if k == "password" else v) for k, v in run.proxy.items()
+            k: (from_env("PROXY_PASSWORD") if k == "password" else v)
+            for k, v in body["proxy"].items()
         }
-    if run.extra_http_headers:
+    if body.get("extra_http_headers"):
         body["extra_http_headers"] = {
-            k: (from_env(f"HEADER_{constant_name(k)}") if k.lower() in SECRET_HEADERS else v)
-            for k, v in run.extra_http_headers.items()
+            k: (from_env(f"HEADER_{secret_env_name(k)}") if k.lower() in SECRET_HEADERS else v)
+            for k, v in body["extra_http_headers"].items()
         }
-    if run.run_with != "agent":
-        body["run_with"] = run.run_with
     return body, sorted(set(env))
 
 

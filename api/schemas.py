@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.runs import RunOptions
+from storage.status import RunSource
+
 EXAMPLE_WORKFLOW: dict[str, Any] = {
     "title": "Find the cheapest lamp",
     "url": "http://127.0.0.1:8080/shop/",
@@ -57,6 +60,13 @@ class RunCreate(BaseModel):
     )
     extra_http_headers: dict[str, str] | None = None
     run_with: Literal["agent", "code"] = "agent"
+
+    def options(self) -> RunOptions:
+        return RunOptions(
+            source=RunSource.api,
+            workflow_id=self.workflow_id,
+            **self.model_dump(include=set(RunOptions.REQUESTED)),
+        )
 
 
 class RunDuplicate(BaseModel):

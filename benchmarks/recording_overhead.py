@@ -65,10 +65,11 @@ from playwright.async_api import Error as PlaywrightError  # noqa: E402
 from examples.site_server import SiteServer, load_products, search_products  # noqa: E402
 from runner.extract import parse_number  # noqa: E402
 from runner.media import find_ffmpeg  # noqa: E402
-from runner.session import Services, open_services, queue_run, run_now, runner_env  # noqa: E402
 from runner.settings import RunnerSettings  # noqa: E402
 from runner.templating import resolve_inputs  # noqa: E402
 from runner.workflow import parse_workflow  # noqa: E402
+from services.backends import Services, open_services  # noqa: E402
+from services.runs import RunOptions, queue_run, run_now, runner_env  # noqa: E402
 from storage.artifacts import list_artifacts  # noqa: E402
 from storage.runs import get_run  # noqa: E402
 from storage.settings import StorageSettings  # noqa: E402
@@ -213,10 +214,16 @@ class Recorded:
         self.last_artifacts: list[tuple[str, int]] = []
 
     async def __call__(self, plan: list[Search]) -> Timing:
-        run = await queue_run(self.services, self.workflow, self.inputs, source=RunSource.cli)
+        run = await queue_run(
+            self.services,
+            self.workflow,
+            self.inputs,
+            RunOptions(source=RunSource.cli),
+            wake_workers=False,
+        )
         began = datetime.now(UTC)
         t0 = time.perf_counter()
-        status = await run_now(self.env, run, self.workflow, self.inputs)
+        status = await run_now(self.services, self.env, run, self.workflow, self.inputs)
         total = time.perf_counter() - t0
         ended = datetime.now(UTC)
         async with self.services.db.session() as session:
@@ -611,7 +618,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 print(line, flush=True)
         return summarize(args, results, names, actions, video_source, pw)
     finally:
-        await services.db.dispose()
+        await services.close()
         site.stop()
         shutil.rmtree(scratch, ignore_errors=True)
 

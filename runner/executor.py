@@ -19,7 +19,7 @@ from storage.models import Run
 from storage.runs import get_run, transition
 from storage.status import ArtifactKind, RunStatus
 
-__all__ = ["CardListener", "FrameListener", "RunExecution", "RunnerEnv", "execute_run"]
+__all__ = ["CardListener", "FrameListener", "RunExecution", "RunnerEnv"]
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +140,3 @@ class RunExecution:
         if ctx.extracted:
             text += f"; extracted {', '.join(ctx.extracted)}"
         return text
-
-
-async def execute_run(env: RunnerEnv, run_id: str, workflow: Workflow, inputs: Inputs) -> RunStatus:
-    """Runs a queued run to its end. The caller owns the browser."""
-    async with env.db.session() as session:
-        run = await transition(session=session, run_id=run_id, to=RunStatus.running)
-        await session.commit()
-    return await RunExecution(env, run, workflow, inputs).execute()

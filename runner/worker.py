@@ -4,22 +4,21 @@ worker vanished. One browser per worker process; a fresh context per run."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runner.executor import RunExecution, RunnerEnv
-from runner.session import Services, inputs_of, runner_env
+from runner.resources import RunnerResources, inputs_of, runner_env
 from storage.errors import GlassboxError, InvalidTransition
+from storage.frames import delete_live_frame, put_live_frame
 from storage.ids import new_id
-from storage.models import LiveFrame, Run, TimelineCard, utcnow
-from storage.notify import CANCEL, QUEUE, RUN, LocalNotifier, Subscription
-from storage.queue import claim_next, expired_runs, heartbeat
+from storage.models import Run, TimelineCard, utcnow
+from storage.notify import CANCEL, QUEUE, Notifier, Subscription, publish_run_event, publish_status
+from storage.queue import cancel_requested, claim_next, expired_runs, heartbeat
 from storage.runs import create_run, get_run, transition
 from storage.status import RunSource, RunStatus
 
@@ -37,19 +36,21 @@ class WorkerOptions:
     retry_interrupted: int = 0
 
 
-async def publish_run_event(
-    notifier: LocalNotifier, run_id: str, kind: str, **extra: object
-) -> None:
-    await notifier.publish(RUN, json.dumps({"run_id": run_id, "type": kind, **extra}))
+async def run_to_end(execution: RunExecution, notifier: Notifier) -> RunStatus:
+    """Executes a running run to its terminal status, then announces it: the executor has
+    committed the final transition by the time it returns. Workers and in-process runs (the
+    CLI's) both end runs through here."""
+    status = await execution.execute()
+    await publish_status(notifier, execution.ctx.run.id, status)
+    return status
 
 
 class LiveFrames:
     """The newest screencast frame of each running run, written at most 4 times a second to the
     database (so API processes anywhere can show it) with a notification."""
 
-    def __init__(self, services: Services, notifier: LocalNotifier) -> None:
-        self.services = services
-        self.notifier = notifier
+    def __init__(self, resources: RunnerResources) -> None:
+        self.resources = resources
         self._latest: dict[str, bytes] = {}
         self._seq: dict[str, int] = {}
         self._wake = asyncio.Event()
@@ -61,11 +62,9 @@ class LiveFrames:
     async def forget(self, run_id: str) -> None:
         self._latest.pop(run_id, None)
         self._seq.pop(run_id, None)
-        async with self.services.db.session() as session:
-            row = await session.get(LiveFrame, run_id)
-            if row is not None:
-                await session.delete(row)
-                await session.commit()
+        async with self.resources.db.session() as session:
+            await delete_live_frame(session=session, run_id=run_id)
+            await session.commit()
 
     async def run_forever(self) -> None:
         while True:
@@ -82,31 +81,26 @@ class LiveFrames:
     async def _write(self, run_id: str, data: bytes) -> None:
         seq = self._seq.get(run_id, 0) + 1
         self._seq[run_id] = seq
-        async with self.services.db.session() as session:
-            row = await session.get(LiveFrame, run_id)
-            if row is None:
-                session.add(LiveFrame(run_id=run_id, seq=seq, data=data, updated_at=utcnow()))
-            else:
-                row.seq, row.data, row.updated_at = seq, data, utcnow()
+        async with self.resources.db.session() as session:
+            await put_live_frame(session=session, run_id=run_id, seq=seq, data=data)
             await session.commit()
-        await publish_run_event(self.notifier, run_id, "frame", seq=seq)
+        await publish_run_event(self.resources.notifier, run_id, "frame", seq=seq)
 
 
 class Worker:
     def __init__(
         self,
-        services: Services,
-        notifier: LocalNotifier,
+        resources: RunnerResources,
         options: WorkerOptions,
         *,
         worker_id: str | None = None,
     ) -> None:
-        self.services = services
-        self.notifier = notifier
+        self.resources = resources
+        self.notifier = resources.notifier
         self.options = options
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
         self.tasks: dict[str, asyncio.Task[RunStatus]] = {}
-        self.live = LiveFrames(services, notifier)
+        self.live = LiveFrames(resources)
         self.env: RunnerEnv | None = None
         self.ready = asyncio.Event()
         self.executions: dict[str, RunExecution] = {}
@@ -126,7 +120,7 @@ class Worker:
         ]
         try:
             async with runner_env(
-                self.services, [self._on_card], frame_listener=self.live.offer
+                self.resources, [self._on_card], frame_listener=self.live.offer
             ) as env:
                 self.env = env
                 self.ready.set()
@@ -154,14 +148,14 @@ class Worker:
 
     async def _claim_while_free(self) -> None:
         while len(self.tasks) < self.options.concurrency:
-            async with self.services.db.session() as session:
+            async with self.resources.db.session() as session:
                 run = await claim_next(
                     session=session, worker_id=self.worker_id, lease_s=self.options.lease_s
                 )
                 await session.commit()
             if run is None:
                 return
-            await publish_run_event(self.notifier, run.id, "status", status=run.status)
+            await publish_status(self.notifier, run.id, run.status)
             task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
             self.tasks[run.id] = task
             task.add_done_callback(self._forget_task)
@@ -177,20 +171,19 @@ class Worker:
     async def _execute(self, run: Run) -> RunStatus:
         assert self.env is not None
         try:
-            workflow, inputs = inputs_of(self.services, run)
+            workflow, inputs = inputs_of(self.resources, run)
         except GlassboxError as exc:
-            async with self.services.db.session() as session:
+            async with self.resources.db.session() as session:
                 await transition(
                     session=session, run_id=run.id, to=RunStatus.failed, reason=str(exc)
                 )
                 await session.commit()
-            await publish_run_event(self.notifier, run.id, "status", status="failed")
+            await publish_status(self.notifier, run.id, RunStatus.failed)
             return RunStatus.failed
         execution = RunExecution(self.env, run, workflow, inputs)
         self.executions[run.id] = execution
-        status = await execution.execute()
+        status = await run_to_end(execution, self.notifier)
         await self.live.forget(run.id)
-        await publish_run_event(self.notifier, run.id, "status", status=status.value)
         return status
 
     async def _on_card(self, card: TimelineCard) -> None:
@@ -212,7 +205,7 @@ class Worker:
                 continue
             sent = list(self.tasks)
             try:
-                async with self.services.db.session() as session:
+                async with self.resources.db.session() as session:
                     flags = await heartbeat(
                         session=session,
                         worker_id=self.worker_id,
@@ -237,14 +230,10 @@ class Worker:
             if not self.tasks:
                 continue
             try:
-                async with self.services.db.session() as session:
-                    rows = await session.execute(
-                        select(Run.id).where(
-                            Run.id.in_(list(self.tasks)), Run.cancel_requested_at.is_not(None)
-                        )
-                    )
-                    for flagged in rows.scalars():
-                        self._cancel(flagged)
+                async with self.resources.db.session() as session:
+                    flagged = await cancel_requested(session=session, run_ids=list(self.tasks))
+                for run_id in flagged:
+                    self._cancel(run_id)
             except Exception:
                 log.debug("cancel poll failed", exc_info=True)
 
@@ -289,12 +278,12 @@ class Worker:
     async def reap(self) -> list[str]:
         """Ends runs whose lease expired `interrupted`, and queues retries if configured."""
         ended: list[str] = []
-        async with self.services.db.session() as session:
+        async with self.resources.db.session() as session:
             candidates = await expired_runs(session=session)
         for run_id in candidates:
             if run_id in self.tasks:
                 continue  # ours and alive; the heartbeat is just late
-            async with self.services.db.session() as session:
+            async with self.resources.db.session() as session:
                 run = await get_run(session=session, run_id=run_id, lock=True)
                 await session.refresh(run)
                 if run.status != RunStatus.running.value or (
@@ -315,7 +304,7 @@ class Worker:
                 retry = await self._retry(session, run)
                 await session.commit()
             ended.append(run_id)
-            await publish_run_event(self.notifier, run_id, "status", status="interrupted")
+            await publish_status(self.notifier, run_id, RunStatus.interrupted)
             if retry is not None:
                 await self.notifier.publish(QUEUE, retry)
         return ended

@@ -34,3 +34,29 @@ class ValidationFailed(GlassboxError):
         self.field = field
         self.message = message
         self.location = location  # body, query or path: where the field was sent
+
+
+class WebhookError(GlassboxError):
+    """A webhook delivery that cannot be attempted."""
+
+
+class RunNotFinished(WebhookError):
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} is {status}; its webhook is sent once it has finished")
+        self.run_id = run_id
+        self.status = status
+
+
+class WebhookNotConfigured(WebhookError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} has no webhook_url")
+        self.run_id = run_id
+
+
+class WebhookNotDue(WebhookError):
+    """An automatic attempt for a webhook that is already delivered or failed."""
+
+    def __init__(self, run_id: str, state: str) -> None:
+        super().__init__(f"the webhook of run {run_id} is {state}; no automatic attempt is due")
+        self.run_id = run_id
+        self.state = state

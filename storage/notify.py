@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -158,7 +159,21 @@ class PostgresNotifier(LocalNotifier):
         await super().close()
 
 
+async def publish_run_event(notifier: Notifier, run_id: str, kind: str, **extra: object) -> None:
+    """News about one run on the RUN channel (`status`, `card`, `frame`); listeners read the
+    rest from the database."""
+    await notifier.publish(RUN, json.dumps({"run_id": run_id, "type": kind, **extra}))
+
+
+async def publish_status(notifier: Notifier, run_id: str, status: str) -> None:
+    """A run's status changed. Publish after the change is committed, so a listener that
+    reads the run sees it."""
+    await publish_run_event(notifier, run_id, "status", status=str(status))
+
+
 def notifier_for(database_url: str) -> LocalNotifier:
+    """PostgreSQL NOTIFY where the database is PostgreSQL, else in-process. Publishing needs no
+    `start`; receiving other processes' notifications does."""
     backend = make_url(database_url).get_backend_name()
     if backend in ("postgresql", "postgres"):
         return PostgresNotifier(database_url)

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storage.errors import InvalidTransition
 from storage.models import Run, utcnow
-from storage.runs import transition
+from storage.runs import get_run, transition
 from storage.status import RunStatus
 
 
@@ -93,23 +94,19 @@ async def expired_runs(*, session: AsyncSession, now: datetime | None = None) ->
     return list(rows.scalars())
 
 
-async def request_cancel(*, session: AsyncSession, run_id: str) -> Run:
-    """Queued or created runs end at once; a running run is flagged for its worker."""
-    from storage.errors import InvalidTransition
-    from storage.runs import get_run
+async def cancel_requested(*, session: AsyncSession, run_ids: list[str]) -> list[str]:
+    """Those of `run_ids` a user asked to cancel."""
+    if not run_ids:
+        return []
+    rows = await session.execute(
+        select(Run.id).where(Run.id.in_(run_ids), Run.cancel_requested_at.is_not(None))
+    )
+    return list(rows.scalars())
 
-    waiting = {RunStatus.created, RunStatus.queued}
-    try:
-        # Only from a waiting status: a worker may claim the run at this very moment.
-        return await transition(
-            session=session,
-            run_id=run_id,
-            to=RunStatus.canceled,
-            reason="canceled by a user",
-            expect=waiting,
-        )
-    except InvalidTransition:
-        pass
+
+async def flag_cancel(*, session: AsyncSession, run_id: str) -> Run:
+    """Flags a running run for its worker to cancel (a run that has not started is canceled
+    with a transition instead). Raises InvalidTransition if the run is not running."""
     flagged = await session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.running.value)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import InvalidTransition, NotFound
 from storage.ids import new_id
-from storage.models import Run, RunStatusChange, utcnow
+from storage.models import (
+    Artifact,
+    LiveFrame,
+    Run,
+    RunStatusChange,
+    TimelineCard,
+    WebhookDelivery,
+    utcnow,
+)
 from storage.status import RunSource, RunStatus, can_transition
 
 
@@ -128,6 +137,86 @@ async def status_history(*, session: AsyncSession, run_id: str) -> list[RunStatu
     return list(rows.scalars())
 
 
-async def count_by_status(*, session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(Run.status, func.count()).group_by(Run.status))
+def _filters(
+    *,
+    workflow_id: str | None,
+    source: str | None,
+    text: str | None,
+    archived: bool | None,
+) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if archived is not None:
+        filters.append(Run.archived == archived)
+    if workflow_id:
+        filters.append(Run.workflow_id == workflow_id)
+    if source:
+        filters.append(Run.source == source)
+    if text:
+        filters.append(or_(func.lower(Run.title).like(f"%{text.lower()}%"), Run.id == text))
+    return filters
+
+
+async def list_runs(
+    *,
+    session: AsyncSession,
+    limit: int,
+    statuses: Sequence[str] | None = None,
+    workflow_id: str | None = None,
+    source: str | None = None,
+    text: str | None = None,
+    archived: bool | None = False,
+    before: tuple[datetime, str] | None = None,
+) -> list[Run]:
+    """Runs newest first (by `created_at`, then id), at most `limit`. `text` matches within the
+    title (any case) or is the run id; `before` is the (created_at, id) of the last run of the
+    previous page."""
+    query = select(Run).where(
+        *_filters(workflow_id=workflow_id, source=source, text=text, archived=archived)
+    )
+    if statuses is not None:
+        query = query.where(Run.status.in_(list(statuses)))
+    if before is not None:
+        # A row-value comparison: both PostgreSQL and SQLite turn it into one range of the
+        # (archived, created_at, id) index; the equivalent OR is a filter over the index.
+        query = query.where(tuple_(Run.created_at, Run.id) < tuple_(*before))
+    rows = await session.execute(query.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit))
+    return list(rows.scalars())
+
+
+async def count_by_status(
+    *,
+    session: AsyncSession,
+    workflow_id: str | None = None,
+    source: str | None = None,
+    text: str | None = None,
+    archived: bool | None = None,
+) -> dict[str, int]:
+    """Runs per status (statuses without runs are left out), filtered as `list_runs` does."""
+    rows = await session.execute(
+        select(Run.status, func.count())
+        .where(*_filters(workflow_id=workflow_id, source=source, text=text, archived=archived))
+        .group_by(Run.status)
+    )
     return {status: count for status, count in rows.all()}
+
+
+async def set_archived(*, session: AsyncSession, run_id: str, archived: bool) -> Run:
+    run = await get_run(session=session, run_id=run_id)
+    run.archived = archived
+    await session.flush()
+    return run
+
+
+async def set_read(*, session: AsyncSession, run_id: str, read: bool) -> Run:
+    run = await get_run(session=session, run_id=run_id)
+    run.read_at = utcnow() if read else None
+    await session.flush()
+    return run
+
+
+async def delete_run(*, session: AsyncSession, run_id: str) -> None:
+    """Deletes the run's row and every row that belongs to it (its objects are the caller's).
+    Commit to keep."""
+    for table in (Artifact, TimelineCard, RunStatusChange, WebhookDelivery, LiveFrame):
+        await session.execute(delete(table).where(table.run_id == run_id))
+    await session.execute(delete(Run).where(Run.id == run_id))

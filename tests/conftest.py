@@ -11,11 +11,11 @@ from playwright.async_api import Browser, async_playwright
 
 from examples.site_server import SiteServer
 from runner.browser import launch
-from runner.executor import CardListener
-from runner.session import Services, open_services, queue_run, run_now, runner_env
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
+from services.backends import Services, open_services
+from services.runs import CardListener, RunOptions, queue_run, run_now, runner_env
 from storage.artifacts import list_artifacts
 from storage.models import Artifact, Run, TimelineCard
 from storage.runs import get_run, status_history
@@ -58,7 +58,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 async def services(data_dir: Path) -> AsyncIterator[Services]:
     opened = open_services(StorageSettings(data_dir=data_dir), RunnerSettings())
     yield opened
-    await opened.db.dispose()
+    await opened.close()
 
 
 @dataclass
@@ -93,9 +93,9 @@ async def execute(
     test that cancels the task running this does so at a card, as the worker cancels a run)."""
     workflow = parse_workflow(definition)
     inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
-    run = await queue_run(services, workflow, inputs, source=RunSource.api)
+    run = await queue_run(services, workflow, inputs, RunOptions(source=RunSource.api))
     async with runner_env(services, listeners) as env:
-        status = await run_now(env, run, workflow, inputs)
+        status = await run_now(services, env, run, workflow, inputs)
     async with services.db.session() as session:
         row = await get_run(session=session, run_id=run.id)
         cards = await list_cards(session=session, run_id=run.id)

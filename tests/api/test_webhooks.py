@@ -26,26 +26,28 @@ from fastapi import FastAPI
 from psycopg import sql
 from sqlalchemy import update
 
+from api import errors
+from api.records import run_record
 from api.settings import ServiceSettings
-from api.webhooks import (
-    MAX_DELAY_S,
-    WebhookDispatcher,
-    WebhookNotDue,
-    backoff_s,
-    retry_after_s,
-    retry_delay_s,
-    router,
-    sign,
-)
-from runner.session import open_services, queue_run
+from api.webhooks import router
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
+from services.backends import open_services
+from services.runs import RunOptions, queue_run
+from services.webhooks import (
+    MAX_DELAY_S,
+    WebhookDispatcher,
+    backoff_s,
+    retry_after_s,
+    retry_delay_s,
+    sign,
+)
 from storage import migrate
 from storage.artifacts import add_artifact, list_artifacts
 from storage.db import Database
+from storage.errors import WebhookNotDue
 from storage.models import Base, Run, WebhookDelivery
-from storage.records import run_record
 from storage.runs import create_run, get_run, status_history, transition
 from storage.settings import StorageSettings
 from storage.status import ArtifactKind, RunSource, RunStatus
@@ -210,7 +212,9 @@ async def make_dispatcher(db: Database) -> AsyncIterator[MakeDispatcher]:
             "webhook_timeout_s": 2.0,
             **overrides,
         }
-        dispatcher = WebhookDispatcher(db=db, settings=ServiceSettings(**options))
+        dispatcher = WebhookDispatcher(
+            db=db, settings=ServiceSettings(**options), record=run_record
+        )
         made.append(dispatcher)
         return dispatcher
 
@@ -549,10 +553,10 @@ async def test_secret_parameters_stay_masked_in_the_delivered_record(
         )
         inputs = resolve_inputs(workflow, {"password": "hunter2-sesame"})
         run = await queue_run(
-            services, workflow, inputs, source=RunSource.api, webhook_url=receiver.url
+            services, workflow, inputs, RunOptions(source=RunSource.api, webhook_url=receiver.url)
         )
     finally:
-        await services.db.dispose()
+        await services.close()
     for step in (RunStatus.running, RunStatus.completed):
         async with db.session() as session:
             await transition(session=session, run_id=run.id, to=step)
@@ -575,6 +579,7 @@ async def api(
     db: Database, make_dispatcher: MakeDispatcher
 ) -> AsyncIterator[Callable[..., Awaitable[httpx.Response]]]:
     app = FastAPI()
+    errors.install(app)
     app.state.db = db
     app.state.webhooks = make_dispatcher()
     app.include_router(router, prefix="/api/v1")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from examples.site_server import SiteServer
-from runner.session import Services
+from services.backends import Services
 from storage.models import TimelineCard
 from tests.conftest import Outcome, execute
 from tests.runner.test_executor import probe

@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from examples.site_server import SiteServer
 from runner.media import find_ffprobe
-from runner.session import open_services
 from runner.settings import RunnerSettings
+from services.backends import open_services
 from storage.settings import StorageSettings
 from tests.conftest import Outcome, execute
 from tests.s3server import SeaweedS3
@@ -163,7 +163,7 @@ async def test_recorded_run_on_s3_with_sqlite(
         await check_recorded_on_s3(outcome, s3, tmp_path)
         assert (data_dir / "glassbox.db").is_file()
     finally:
-        await services.db.dispose()
+        await services.close()
 
 
 @pytest.mark.postgres
@@ -180,7 +180,7 @@ async def test_recorded_run_on_s3_with_postgresql(
             outcome = await execute(services, shop(site))
             await check_recorded_on_s3(outcome, s3, tmp_path)
         finally:
-            await services.db.dispose()
+            await services.close()
 
         # The record is in PostgreSQL (nothing fell back to a local SQLite file).
         assert not (data_dir / "glassbox.db").exists()

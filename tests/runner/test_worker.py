@@ -14,10 +14,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from runner.session import Services
 from runner.worker import Worker, WorkerOptions
+from services.backends import Services
 from storage.models import Run, utcnow
-from storage.notify import QUEUE, RUN, LocalNotifier
+from storage.notify import QUEUE, RUN
 from storage.status import RunSource, RunStatus
 from tests.storage.test_queue import claim, queued_runs
 from tests.storage.test_runs import fetch, history, move, new_run
@@ -27,7 +27,7 @@ LEASE_S = 1.0
 
 def worker(services: Services, *, retries: int = 0) -> Worker:
     options = WorkerOptions(lease_s=LEASE_S, retry_interrupted=retries)
-    return Worker(services, LocalNotifier(), options, worker_id="reaper")
+    return Worker(services, options, worker_id="reaper")
 
 
 async def claim_and_vanish(services: Services, worker_id: str) -> str:

@@ -1,15 +1,23 @@
-"""The run record: the JSON users see from the API, the CLI and webhooks."""
+"""The JSON users see from the API, the CLI (`glassbox run --json`) and webhooks: the run
+record, its artifacts and cards, with the API URLs they are served at."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from services.runs import SECRET_HEADERS
 from storage.models import Artifact, Run, TimelineCard
+
+API_PREFIX = "/api/v1"
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def content_url(artifact_id: str) -> str:
+    return f"{API_PREFIX}/artifacts/{artifact_id}/content"
 
 
 def artifact_record(artifact: Artifact) -> dict[str, Any]:
@@ -21,7 +29,7 @@ def artifact_record(artifact: Artifact) -> dict[str, Any]:
         "size": artifact.size,
         "sha256": artifact.sha256,
         "created_at": iso(artifact.created_at),
-        "url": f"/api/v1/artifacts/{artifact.id}/content",
+        "url": content_url(artifact.id),
     }
 
 
@@ -62,9 +70,38 @@ def card_record(card: TimelineCard) -> dict[str, Any]:
         "duration_ms": card.duration_ms,
         "screenshot_artifact_id": card.screenshot_artifact_id,
         "screenshot_url": (
-            f"/api/v1/artifacts/{card.screenshot_artifact_id}/content"
-            if card.screenshot_artifact_id
-            else None
+            content_url(card.screenshot_artifact_id) if card.screenshot_artifact_id else None
         ),
         **card.data,
     }
+
+
+def public_record(run: Run, artifacts: list[Artifact]) -> dict[str, Any]:
+    """The run record with the run's options (secret headers and proxy password masked) and
+    its flags: what the API answers and webhooks send."""
+    record = run_record(run, artifacts)
+    record.update(
+        {
+            "webhook_url": run.webhook_url,
+            "proxy": _mask_proxy(run.proxy),
+            "extra_http_headers": _mask_headers(run.extra_http_headers),
+            "run_with": run.run_with,
+            "archived": run.archived,
+            "read": run.read_at is not None,
+            "cancel_requested": run.cancel_requested_at is not None,
+            "attempt": run.attempt,
+        }
+    )
+    return record
+
+
+def _mask_headers(headers: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not headers:
+        return headers
+    return {k: ("********" if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
+
+
+def _mask_proxy(proxy: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not proxy:
+        return proxy
+    return {k: ("********" if k == "password" else v) for k, v in proxy.items()}

@@ -1,0 +1,104 @@
+"""Workflows: reading and checking definitions, and saved workflows with their parameter
+defaults. The runner's parser is offered here under the names entry points use."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from runner.codegen import constant_name
+from runner.workflow import Workflow, load_workflow_file, parse_workflow, workflow_to_json
+from services.backends import Services
+from storage import workflows as stored
+from storage.errors import ValidationFailed
+from storage.models import Workflow as SavedWorkflow
+
+__all__ = [
+    "SavedWorkflow",
+    "Workflow",
+    "archive_workflow",
+    "checked_definition",
+    "get_workflow",
+    "list_workflows",
+    "load_workflow_file",
+    "parse_workflow",
+    "replace_workflow",
+    "save_workflow",
+    "secret_env_name",
+]
+
+
+def secret_env_name(parameter: str) -> str:
+    """The environment variable a generated script or snippet reads a secret parameter from."""
+    return constant_name(parameter)
+
+
+def checked_definition(
+    services: Services, definition: dict[str, Any], title: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The title and the normalized definition a saved workflow keeps. Refusals name the field
+    within the definition."""
+    workflow = parse_workflow(definition)
+    _check_static_urls(workflow, services.runner.url_schemes)
+    for name, parameter in workflow.parameters.items():
+        if parameter.secret and parameter.default is not None:
+            raise ValidationFailed(
+                f"parameters.{name}.default",
+                "a saved workflow cannot keep a secret's value; give it with each run",
+            )
+    # Stored as normalized JSON; secret defaults are masked, never stored in clear.
+    return title or workflow.title, workflow_to_json(workflow)
+
+
+def _check_static_urls(workflow: Workflow, schemes: tuple[str, ...]) -> None:
+    """URLs without templates are checked now; the others when a run renders them."""
+
+    def check(url: str | None, field: str) -> None:
+        if url and "{{" not in url and urlsplit(url).scheme.lower() not in schemes:
+            raise ValidationFailed(field, f"URL scheme {urlsplit(url).scheme!r} is not allowed")
+
+    check(workflow.url, "url")
+    for i, block in enumerate(workflow.blocks):
+        for j, step in enumerate(getattr(block, "steps", [])):
+            if step.verb == "goto":
+                check(step.args.url, f"blocks[{i}].steps[{j}].goto.url")
+
+
+async def save_workflow(
+    services: Services, definition: dict[str, Any], title: str | None = None
+) -> SavedWorkflow:
+    title, normalized = checked_definition(services, definition, title)
+    async with services.db.session() as session:
+        saved = await stored.create_workflow(session=session, title=title, definition=normalized)
+        await session.commit()
+    return saved
+
+
+async def replace_workflow(
+    services: Services, workflow_id: str, definition: dict[str, Any], title: str | None = None
+) -> SavedWorkflow:
+    async with services.db.session() as session:
+        await stored.get_workflow(session=session, workflow_id=workflow_id)
+        title, normalized = checked_definition(services, definition, title)
+        saved = await stored.update_workflow(
+            session=session, workflow_id=workflow_id, title=title, definition=normalized
+        )
+        await session.commit()
+    return saved
+
+
+async def list_workflows(services: Services) -> list[SavedWorkflow]:
+    async with services.db.session() as session:
+        return await stored.list_workflows(session=session)
+
+
+async def get_workflow(services: Services, workflow_id: str) -> SavedWorkflow:
+    async with services.db.session() as session:
+        return await stored.get_workflow(session=session, workflow_id=workflow_id)
+
+
+async def archive_workflow(services: Services, workflow_id: str) -> None:
+    """Runs keep their own copy of the definition; the saved workflow is only hidden."""
+    async with services.db.session() as session:
+        await stored.archive_workflow(session=session, workflow_id=workflow_id)
+        await session.commit()
