@@ -208,18 +208,7 @@ async def run_step(
             return Outcome(target=found.target, code=[f"{found.code}.{call}({button})"])
         if isinstance(args, PressArgs):
             if located is not None or args.selector or args.role or args.text:
-                found = located or _locate(
-                    page,
-                    Target(
-                        selector=args.selector,
-                        role=args.role,
-                        name=args.name,
-                        text=args.text,
-                        exact=args.exact,
-                        nth=args.nth,
-                    ),
-                    None,
-                )
+                found = _locate(page, args, located)  # PressArgs is a Target with its key
                 handle = found.handle
                 _announce(env, title)
                 await handle.press(args.key, timeout=timeout)
