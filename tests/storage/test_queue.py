@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from storage.db import Database
 from storage.models import Run, utcnow
-from storage.queue import claim_next, expired_runs, heartbeat, request_cancel
+from storage.queue import claim_next, expired_runs, flag_cancel, heartbeat
 from storage.status import RunStatus
 from tests.storage.test_runs import fetch, history, move, new_run
 
@@ -156,7 +156,7 @@ async def test_a_heartbeat_answers_the_cancel_requested_for_a_run(db: Database) 
     await claim(db, "worker-a")
     await claim(db, "worker-a")
     async with db.session() as session:
-        await request_cancel(session=session, run_id=mine)
+        await flag_cancel(session=session, run_id=mine)
         await session.commit()
 
     assert await beat(db, "worker-a", [mine, other]) == {mine: True, other: False}

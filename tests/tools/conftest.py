@@ -25,7 +25,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     counts: dict[str, Counter[str]] = {"product": Counter(), "tools": Counter()}
     for outcome in OUTCOMES:
         for report in terminalreporter.stats.get(outcome, []):
-            counts["tools" if "tools" in report.keywords else "product"][outcome] += 1
+            # A collection error's report has no keywords: it counts as the product's.
+            tools = "tools" in getattr(report, "keywords", {})
+            counts["tools" if tools else "product"][outcome] += 1
     for item in terminalreporter.stats.get("deselected", []):
         counts["tools" if item.get_closest_marker("tools") else "product"]["deselected"] += 1
     if not any(counts.values()):
