@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from api import artifacts, errors, live, runs, webhooks, workflows
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
-from api.settings import ServiceSettings
-from services.backends import RunnerSettings, Services, StorageSettings, open_services
+from services.backends import Services, open_services
+from services.settings import ServiceSettings, Settings
 from services.webhooks import WebhookDispatcher
 from services.workers import Worker, WorkerOptions
 from ui.routes import install as install_ui
@@ -32,22 +32,15 @@ def worker_options(settings: ServiceSettings, concurrency: int | None = None) ->
     )
 
 
-def create_app(
-    settings: ServiceSettings | None = None,
-    *,
-    storage: StorageSettings | None = None,
-    runner: RunnerSettings | None = None,
-    workers: int | None = None,
-) -> FastAPI:
-    settings = settings or ServiceSettings()
-    worker_count = settings.workers if workers is None else workers
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The application; `settings` default to the environment's (`Settings.load()`)."""
+    settings = settings or Settings.load()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-        services = await asyncio.to_thread(open_services, storage, runner, secret_key=secret)
+        services = await asyncio.to_thread(open_services, settings)
         try:
-            await check_startup(db=services.db, host=settings.host)
+            await check_startup(db=services.db, host=settings.service.host)
         except Exception:
             await services.close()
             raise
@@ -56,7 +49,8 @@ def create_app(
         app.state.db = services.db
         app.state.settings = settings
         stop = asyncio.Event()
-        pool = [Worker(services, worker_options(settings)) for _ in range(worker_count)]
+        service = settings.service
+        pool = [Worker(services, worker_options(service)) for _ in range(service.workers)]
         app.state.workers = pool
         tasks = [asyncio.create_task(w.run(stop), name=f"worker {i}") for i, w in enumerate(pool)]
         tasks += await _extras(app, services, settings, stop)
@@ -117,10 +111,10 @@ def _install_docs(app: FastAPI) -> None:
 
 
 async def _extras(
-    app: FastAPI, services: Services, settings: ServiceSettings, stop: asyncio.Event
+    app: FastAPI, services: Services, settings: Settings, stop: asyncio.Event
 ) -> list[asyncio.Task[Any]]:
     """Background services beside the workers: webhook delivery."""
-    dispatcher = WebhookDispatcher(db=services.db, settings=settings, record=public_record)
+    dispatcher = WebhookDispatcher(db=services.db, settings=settings.webhooks, record=public_record)
     app.state.webhooks = dispatcher
 
     async def deliver() -> None:

@@ -7,16 +7,17 @@ import asyncio
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from api.records import run_record
-from services.backends import Services, StorageSettings, open_services
+from services.backends import Services, open_services
 from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
+from services.settings import Settings
 from services.workflows import load_workflow_file
 from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
@@ -38,12 +39,6 @@ def _parse_params(pairs: list[str]) -> dict[str, Any]:
             raise ValidationFailed("--param", f"expected NAME=VALUE, got {pair!r}")
         params[name.strip()] = value
     return params
-
-
-def _settings_error(exc: ValidationError) -> ConfigurationError:
-    error = exc.errors()[0]
-    name = "GLASSBOX_" + "_".join(str(p) for p in error["loc"]).upper()
-    return ConfigurationError(f"{name}: {error['msg']}")
 
 
 _STATUS_STYLE = {
@@ -83,13 +78,10 @@ def _print_card(card: TimelineCard) -> None:
         err.print(f"{at}   [italic dim]{escape(str(data.get('text')))}[/italic dim]")
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
     workflow = load_workflow_file(Path(args.flow))
     overrides = _parse_params(args.param or [])
-    try:
-        services = open_services()
-    except ValidationError as exc:
-        raise _settings_error(exc) from None
+    services = open_services(settings)
     try:
         inputs = inputs_for(services, workflow, overrides)
         # This process runs it: no worker is woken. Status changes are still announced, so a
@@ -136,8 +128,8 @@ def _print_record_location(services: Services, run_id: str, artifacts: list[Any]
         err.print(f"  … and {shots} screenshots; `glassbox artifact ID -o FILE` writes one out")
 
 
-async def _artifact(args: argparse.Namespace) -> int:
-    services = open_services()
+async def _artifact(args: argparse.Namespace, settings: Settings) -> int:
+    services = open_services(settings)
     try:
         async with services.db.session() as session:
             artifact = await get_artifact(session=session, artifact_id=args.id)
@@ -158,17 +150,17 @@ async def _artifact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.settings import ServiceSettings
 
-    settings = ServiceSettings()
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
-    workers = settings.workers if args.workers is None else args.workers
-    settings = settings.model_copy(update={"host": host, "port": port, "workers": workers})
+    service = settings.service
+    host = args.host or service.host
+    port = service.port if args.port is None else args.port
+    workers = service.workers if args.workers is None else args.workers
+    service = service.model_copy(update={"host": host, "port": port, "workers": workers})
+    settings = replace(settings, service=service)
     from api.auth import install_access_log_redaction
 
     install_access_log_redaction()
@@ -178,23 +170,20 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _worker(args: argparse.Namespace) -> int:
+async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from api.settings import ServiceSettings
     from services.workers import Worker
 
-    settings = ServiceSettings()
-    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
-    services = open_services(secret_key=secret)
+    services = open_services(settings)
     try:
         await services.notifier.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(services, worker_options(settings, args.concurrency))
+        worker = Worker(services, worker_options(settings.service, args.concurrency))
         err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
         await worker.run(stop)
     finally:
@@ -202,10 +191,10 @@ async def _worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _apikey(args: argparse.Namespace) -> int:
+async def _apikey(args: argparse.Namespace, settings: Settings) -> int:
     from api.auth import cli_create, cli_list, cli_revoke
 
-    services = open_services()
+    services = open_services(settings)
     try:
         if args.apikey_command == "create":
             sys.stdout.write(await cli_create(services.db, args.name) + "\n")
@@ -220,10 +209,10 @@ async def _apikey(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _db(args: argparse.Namespace) -> int:
-    settings = StorageSettings()
-    migrate.upgrade(settings.resolved_database_url)
-    err.print(f"database at the newest schema: {settings.resolved_database_url}")
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    database_url = settings.storage.resolved_database_url
+    migrate.upgrade(database_url)
+    err.print(f"database at the newest schema: {database_url}")
     return EXIT_OK
 
 
@@ -272,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> None:
+    """`glassbox ARGV…`; `settings` default to the environment's, loaded once here."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -280,18 +270,19 @@ def main(argv: list[str] | None = None) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        settings = settings or Settings.load()
         if args.command == "run":
-            code = asyncio.run(_run(args))
+            code = asyncio.run(_run(args, settings))
         elif args.command == "artifact":
-            code = asyncio.run(_artifact(args))
+            code = asyncio.run(_artifact(args, settings))
         elif args.command == "serve":
-            code = _serve(args)
+            code = _serve(args, settings)
         elif args.command == "worker":
-            code = asyncio.run(_worker(args))
+            code = asyncio.run(_worker(args, settings))
         elif args.command == "apikey":
-            code = asyncio.run(_apikey(args))
+            code = asyncio.run(_apikey(args, settings))
         else:
-            code = _db(args)
+            code = _db(args, settings)
     except ValidationFailed as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         code = EXIT_REFUSED
@@ -300,9 +291,6 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_RUN_NOT_COMPLETED
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/red] {escape(str(exc))}")
-        code = EXIT_REFUSED
-    except ValidationError as exc:
-        err.print(f"[red]configuration error:[/red] {escape(str(_settings_error(exc)))}")
         code = EXIT_REFUSED
     except GlassboxError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.settings import ServiceSettings
 from services.backends import Services
+from services.settings import Settings
 from services.webhooks import WebhookDispatcher
 from storage.db import Database
 
@@ -20,8 +20,8 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_settings(request: Request) -> ServiceSettings:
-    settings: ServiceSettings = request.app.state.settings
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
     return settings
 
 
@@ -37,6 +37,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 DispatcherDep = Annotated[WebhookDispatcher, Depends(get_dispatcher)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -140,5 +140,5 @@ async def reproduce(
     run_id: str, request: Request, session: SessionDep, settings: SettingsDep
 ) -> dict[str, Any]:
     run = await get_run(session=session, run_id=run_id)
-    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    base = (settings.service.public_url or str(request.base_url)).rstrip("/")
     return snippets(run, base)

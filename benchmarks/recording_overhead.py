@@ -70,6 +70,7 @@ from runner.templating import resolve_inputs  # noqa: E402
 from runner.workflow import parse_workflow  # noqa: E402
 from services.backends import Services, open_services  # noqa: E402
 from services.runs import RunOptions, queue_run, run_now, runner_env  # noqa: E402
+from services.settings import Settings  # noqa: E402
 from storage.artifacts import list_artifacts  # noqa: E402
 from storage.runs import get_run  # noqa: E402
 from storage.settings import StorageSettings  # noqa: E402
@@ -359,7 +360,7 @@ def playwright_registry() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ms-playwright"
 
 
-def prepare_playwright_video(mode: str, scratch: Path) -> str:
+def prepare_playwright_video(mode: str, scratch: Path, ffmpeg: str | None) -> str:
     """Where Playwright's video encoder comes from; may point PLAYWRIGHT_BROWSERS_PATH at a
     directory whose ffmpeg-<rev>/ffmpeg-linux is the system ffmpeg (Playwright cannot download
     its own build here). Must run before Playwright starts."""
@@ -373,7 +374,7 @@ def prepare_playwright_video(mode: str, scratch: Path) -> str:
     if mode == "native" or revision is None or not sys.platform.startswith("linux"):
         return "Playwright's own ffmpeg (missing: video will fail)"
     try:
-        system = find_ffmpeg()
+        system = find_ffmpeg(ffmpeg)
     except RuntimeError:
         return "Playwright's own ffmpeg (missing, and no system ffmpeg to stand in)"
     shim = scratch / "ms-playwright"
@@ -462,9 +463,9 @@ def load() -> tuple[float, float, float]:
         return (float("nan"),) * 3
 
 
-def ffmpeg_version() -> str:
+def ffmpeg_version(ffmpeg: str | None) -> str:
     try:
-        exe = find_ffmpeg()
+        exe = find_ffmpeg(ffmpeg)
         first = subprocess.run(
             [exe, "-version"], capture_output=True, text=True, timeout=10
         ).stdout.splitlines()[0]
@@ -520,15 +521,17 @@ async def run_variant(
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_searches(args.searches)
     actions = action_count(plan)
-    settings = RunnerSettings()
     scratch = Path(tempfile.mkdtemp(prefix="glassbox-bench-"))
+    # The environment's settings, the record kept in the scratch directory.
+    loaded = Settings.load(storage=StorageSettings(data_dir=scratch / "data"))
+    settings = loaded.runner
     video_source = (
-        prepare_playwright_video(args.playwright_video, scratch)
+        prepare_playwright_video(args.playwright_video, scratch, settings.ffmpeg)
         if args.playwright_recording
         else "not run"
     )
     site = SiteServer().start()
-    services = open_services(StorageSettings(data_dir=scratch / "data"), settings)
+    services = open_services(loaded)
     try:
         search_url = f"{site.url}shop/search.html"
         definition = build_definition(search_url, plan)
@@ -642,7 +645,7 @@ def print_header(
     print(f"load:     {l1:.2f} {l5:.2f} {l15:.2f} (1/5/15 min) at start")
     print(
         f"software: Python {platform.python_version()}, Playwright {playwright_version()}, "
-        f"Chromium {browser.version}, {ffmpeg_version()}"
+        f"Chromium {browser.version}, {ffmpeg_version(settings.ffmpeg)}"
     )
     recording = [
         f"video {settings.video_fps} fps {settings.video_size[0]}x{settings.video_size[1]} "

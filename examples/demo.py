@@ -11,6 +11,9 @@ from pathlib import Path
 
 from api.cli import main as glassbox
 from examples.site_server import SiteServer
+from services.settings import Settings
+from storage.errors import ConfigurationError
+from storage.settings import StorageSettings
 
 EXAMPLE = Path(__file__).with_name("shop.yaml")
 
@@ -23,17 +26,14 @@ def start_site() -> SiteServer:
         return SiteServer(port=0).start()  # 8080 is taken: any free port will do
 
 
-def newest_run_id() -> str:
+def newest_run_id(storage: StorageSettings) -> str:
     """The run just made (the newest in the configured database)."""
     from sqlalchemy import create_engine, pool, select
 
     from storage.db import sync_url
     from storage.models import Run
-    from storage.settings import StorageSettings
 
-    engine = create_engine(
-        sync_url(StorageSettings().resolved_database_url), poolclass=pool.NullPool
-    )
+    engine = create_engine(sync_url(storage.resolved_database_url), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
             found = conn.execute(
@@ -48,18 +48,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Glassbox demo")
     parser.add_argument("--no-serve", action="store_true", help="stop after the example run")
     args = parser.parse_args()
+    try:
+        settings = Settings.load()  # once, for both commands below
+    except ConfigurationError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
     site = start_site()
     print(f"demo shop at {site.url}", file=sys.stderr)
     try:
         with contextlib.suppress(SystemExit):
-            glassbox(["run", str(EXAMPLE), "--param", f"url={site.url}shop/"])
+            glassbox(["run", str(EXAMPLE), "--param", f"url={site.url}shop/"], settings)
         if args.no_serve:
             return
-        from api.settings import ServiceSettings
-
-        settings = ServiceSettings()
-        base = f"http://{settings.host}:{settings.port}"
-        run_id = newest_run_id()
+        base = f"http://{settings.service.host}:{settings.service.port}"
+        run_id = newest_run_id(settings.storage)
         print(
             f"\nOpen the run in the web UI: {base}/runs/{run_id}\n"
             f"Every run: {base}/runs   API: {base}/api/v1/runs   OpenAPI docs: {base}/docs\n"
@@ -67,7 +68,7 @@ def main() -> None:
             file=sys.stderr,
         )
         with contextlib.suppress(SystemExit, KeyboardInterrupt):
-            glassbox(["serve"])
+            glassbox(["serve"], settings)
     finally:
         site.stop()
 

@@ -102,9 +102,8 @@ async def launch(playwright: Playwright, settings: RunnerSettings) -> Browser:
     )
 
 
-def ensure() -> int:
+def ensure(settings: RunnerSettings) -> int:
     """`make setup`: a browser and ffmpeg, installing Debian's packages when they are missing."""
-    settings = RunnerSettings()
     missing: list[str] = []
     try:
         find_chromium(settings, managed=playwright_managed_chromium())
@@ -121,7 +120,8 @@ def ensure() -> int:
         print("no system Chromium: trying `playwright install chromium`", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "playwright", "install", "chromium"], check=True)
     chromium = find_chromium(settings, managed=playwright_managed_chromium())
-    print(f"chromium: {chromium or 'Playwright-managed'}; ffmpeg: {find_ffmpeg()}", file=sys.stderr)
+    ffmpeg = find_ffmpeg(settings.ffmpeg)
+    print(f"chromium: {chromium or 'Playwright-managed'}; ffmpeg: {ffmpeg}", file=sys.stderr)
     return 0
 
 
@@ -129,9 +129,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Check or install the browser and ffmpeg")
     parser.add_argument("--ensure", action="store_true")
     args = parser.parse_args()
-    if args.ensure:
-        raise SystemExit(ensure())
+    # The runner's own section only: this tool (`make setup`) sits below the service layer.
     settings = RunnerSettings()
+    if args.ensure:
+        raise SystemExit(ensure(settings))
     print(find_chromium(settings, managed=playwright_managed_chromium()) or "Playwright-managed")
 
 

@@ -44,6 +44,7 @@ class RunnerEnv:
     db: Database
     store: ObjectStore
     settings: RunnerSettings
+    llm: LLMSettings
     spool_dir: Path
     browser: Browser
     listeners: list[CardListener] = field(default_factory=list)
@@ -315,7 +316,7 @@ class RunContext:
 
     def llm(self) -> LLMClient:
         if self._llm is None:
-            self._llm = LLMClient(LLMSettings())
+            self._llm = LLMClient(self.env.llm)
         return self._llm
 
     async def close_llm(self) -> None:

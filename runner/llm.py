@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,14 +38,29 @@ class LLMSettings(BaseSettings):
         '"completion": USD per 1M tokens}}.',
     )
 
-    def price_table(self) -> dict[str, dict[str, float]]:
-        try:
-            table = json.loads(self.llm_prices or "{}")
-        except ValueError:
-            from storage.errors import ConfigurationError
+    @field_validator("llm_prices")
+    @classmethod
+    def _a_price_table(cls, value: str) -> str:
+        parse_prices(value)
+        return value
 
-            raise ConfigurationError("GLASSBOX_LLM_PRICES is not valid JSON") from None
-        return {str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in table.items()}
+    def price_table(self) -> dict[str, dict[str, float]]:
+        return parse_prices(self.llm_prices)
+
+
+def parse_prices(text: str) -> dict[str, dict[str, float]]:
+    """The price table of `GLASSBOX_LLM_PRICES`; ValueError saying what is wrong with it."""
+    try:
+        table = json.loads(text or "{}")
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+    shape = 'expected {"model": {"prompt": number, "completion": number}}'
+    if not isinstance(table, dict):
+        raise ValueError(shape)
+    try:
+        return {str(m): {str(k): float(v) for k, v in p.items()} for m, p in table.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(shape) from None
 
 
 class ProviderError(Exception):

@@ -8,25 +8,22 @@ import shutil
 
 logger = logging.getLogger(__name__)
 
-FFMPEG_ENV = "GLASSBOX_FFMPEG"
-"""Environment variable naming an explicit ffmpeg executable (path or command name)."""
 
-
-def find_ffmpeg() -> str:
+def find_ffmpeg(configured: str | None = None) -> str:
     """Return the path of an ffmpeg executable.
 
-    Order: the ``GLASSBOX_FFMPEG`` environment variable, ``ffmpeg`` on ``PATH``, then the
-    binary bundled with the ``imageio-ffmpeg`` wheel.
+    Order: ``configured`` (the runner setting ``ffmpeg``, ``GLASSBOX_FFMPEG``), ``ffmpeg`` on
+    ``PATH``, then the binary bundled with the ``imageio-ffmpeg`` wheel.
 
     Raises:
-        RuntimeError: no usable ffmpeg was found (or ``GLASSBOX_FFMPEG`` points nowhere).
+        RuntimeError: no usable ffmpeg was found (or ``configured`` points nowhere).
     """
-    configured = os.environ.get(FFMPEG_ENV, "").strip()
+    configured = (configured or "").strip()
     if configured:
         resolved = shutil.which(configured)
         if resolved is None:
             raise RuntimeError(
-                f"{FFMPEG_ENV}={configured!r} is not an executable ffmpeg "
+                f"GLASSBOX_FFMPEG={configured!r} is not an executable ffmpeg "
                 "(not found, or not executable)"
             )
         return resolved
@@ -47,17 +44,17 @@ def find_ffmpeg() -> str:
 
     raise RuntimeError(
         "ffmpeg not found: install ffmpeg (e.g. `apt-get install ffmpeg`), install the "
-        f"`imageio-ffmpeg` wheel, or set {FFMPEG_ENV} to the path of an ffmpeg executable"
+        "`imageio-ffmpeg` wheel, or set GLASSBOX_FFMPEG to the path of an ffmpeg executable"
     )
 
 
-def find_ffprobe() -> str | None:
+def find_ffprobe(configured: str | None = None) -> str | None:
     """Return the path of a system ffprobe executable, or ``None`` if there is none.
 
-    ``imageio-ffmpeg`` ships no ffprobe, so this only looks on ``PATH`` and next to the ffmpeg
-    named by ``GLASSBOX_FFMPEG``.
+    ``imageio-ffmpeg`` ships no ffprobe, so this only looks next to the ffmpeg ``configured``
+    (the runner setting ``ffmpeg``) and on ``PATH``.
     """
-    configured = os.environ.get(FFMPEG_ENV, "").strip()
+    configured = (configured or "").strip()
     if configured:
         ffmpeg_path = shutil.which(configured)
         if ffmpeg_path is not None:

@@ -104,6 +104,7 @@ class RunRecorder:
         quality: int,
         annotate: str = "overlay",
         annotation_ms: int = 600,
+        ffmpeg: str | None = None,
     ) -> None:
         self.sink = sink
         self.masker = masker
@@ -120,6 +121,7 @@ class RunRecorder:
             width=width,
             height=height,
             overlay=self.annotator if annotate == "overlay" else None,
+            ffmpeg=ffmpeg,
         )
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
@@ -153,6 +155,7 @@ class RunRecorder:
             quality=settings.video_quality,
             annotate=settings.annotate_actions,
             annotation_ms=settings.annotation_ms,
+            ffmpeg=settings.ffmpeg,
         )
         recorder.har, recorder.trace = settings.har, settings.trace
         recorder.mask_timeout_s = settings.mask_timeout_s

@@ -16,6 +16,7 @@ from playwright.async_api import async_playwright
 
 from runner.browser import launch
 from runner.context import CardListener, FrameListener, RunnerEnv
+from runner.llm import LLMSettings
 from runner.settings import RunnerSettings
 from runner.templating import Inputs, resolve_inputs
 from runner.workflow import Workflow, parse_workflow
@@ -38,6 +39,9 @@ class RunnerResources(Protocol):
 
     @property
     def runner(self) -> RunnerSettings: ...
+
+    @property
+    def llm(self) -> LLMSettings: ...
 
     @property
     def notifier(self) -> Notifier: ...
@@ -73,6 +77,7 @@ async def runner_env(
                 db=resources.db,
                 store=resources.store,
                 settings=resources.runner,
+                llm=resources.llm,
                 spool_dir=resources.spool_dir,
                 browser=browser,
                 listeners=listeners or [],

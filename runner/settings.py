@@ -18,6 +18,13 @@ class RunnerSettings(BaseSettings):
             "installed, else /usr/bin/chromium (or chromium-browser, google-chrome)."
         ),
     )
+    ffmpeg: str | None = Field(
+        default=None,
+        description=(
+            "The ffmpeg executable (a path or a command name). Default: ffmpeg on PATH, else "
+            "the binary shipped in the imageio-ffmpeg wheel."
+        ),
+    )
     headless: bool = Field(default=True, description="Run the browser headless.")
     viewport_width: int = Field(default=1280, ge=200, le=3840, description="Viewport width.")
     viewport_height: int = Field(default=720, ge=200, le=2160, description="Viewport height.")

@@ -133,7 +133,7 @@ def faststart_remux(src: Path, dst: Path, *, ffmpeg_exe: str | None = None) -> P
     Raises:
         VideoEncoderError: ffmpeg failed (e.g. ``src`` holds no complete fragment).
     """
-    exe = ffmpeg_exe or find_ffmpeg()
+    exe = find_ffmpeg(ffmpeg_exe)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.part")
     stream = (
@@ -194,7 +194,8 @@ class VideoRecorder:
             fps: constant output frame rate.
             width, height: output size; odd values are rounded down to even. Frames of another
                 size or aspect are scaled to fit and letterboxed (black bars).
-            ffmpeg: ffmpeg executable; default :func:`runner.media.find_ffmpeg`.
+            ffmpeg: the ffmpeg executable (the runner setting ``ffmpeg``), found as
+                :func:`runner.media.find_ffmpeg` finds it; default: on ``PATH``, else bundled.
             preset: libx264 preset.
             crf: libx264 constant rate factor (lower = better quality, bigger file).
             keyframe_interval_s: keyframe (and MP4 fragment) interval. After a crash the spool
@@ -285,7 +286,7 @@ class VideoRecorder:
 
     def build_command(self) -> list[str]:
         """The ffmpeg command line used by :meth:`start` (for logs and debugging)."""
-        exe = self._ffmpeg_exe or find_ffmpeg()
+        exe = find_ffmpeg(self._ffmpeg_exe)
         w, h = self.width, self.height
         keyint = max(1, round(self.keyframe_interval_s * self.fps))
         video = (
@@ -342,7 +343,7 @@ class VideoRecorder:
         with self._state_lock:
             if self._state is not _State.NEW:
                 raise RuntimeError(f"VideoRecorder.start() called in state {self._state.value}")
-            self._ffmpeg_exe = self._ffmpeg_exe or find_ffmpeg()
+            self._ffmpeg_exe = find_ffmpeg(self._ffmpeg_exe)
             cmd = self.build_command()
             self._blank = blank_jpeg(self.width, self.height)
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)

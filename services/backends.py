@@ -6,29 +6,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.settings import RunnerSettings
+from services.settings import LLMSettings, RunnerSettings, Settings, StorageSettings
 from storage import migrate
 from storage.db import Database
 from storage.errors import ConfigurationError
 from storage.notify import LocalNotifier, notifier_for
 from storage.objects import ObjectStore, open_store
 from storage.sealing import Sealer, load_key
-from storage.settings import StorageSettings
 
-__all__ = ["RunnerSettings", "Services", "StorageSettings", "open_services"]
+__all__ = ["Services", "open_services"]
 
 
 @dataclass
 class Services:
     """Satisfies `runner.resources.RunnerResources`: workers and in-process runs use it as is."""
 
-    storage: StorageSettings
-    runner: RunnerSettings
+    settings: Settings
     db: Database
     store: ObjectStore
     sealer: Sealer
     notifier: LocalNotifier
     """Publishing works as opened; `await notifier.start()` to hear other processes too."""
+
+    @property
+    def storage(self) -> StorageSettings:
+        return self.settings.storage
+
+    @property
+    def runner(self) -> RunnerSettings:
+        return self.settings.runner
+
+    @property
+    def llm(self) -> LLMSettings:
+        return self.settings.llm
 
     @property
     def spool_dir(self) -> Path:
@@ -39,25 +49,20 @@ class Services:
         await self.db.dispose()
 
 
-def open_services(
-    storage: StorageSettings | None = None,
-    runner: RunnerSettings | None = None,
-    *,
-    secret_key: str | None = None,
-) -> Services:
-    storage = storage or StorageSettings()
-    runner = runner or RunnerSettings()
-    if runner.auto_migrate:
+def open_services(settings: Settings) -> Services:
+    storage = settings.storage
+    if settings.runner.auto_migrate:
         migrate.upgrade(storage.resolved_database_url)
     try:
         store = open_store(storage)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    secret = settings.service.secret_key
+    key = load_key(secret.get_secret_value() if secret else None, storage.data_dir)
     return Services(
-        storage=storage,
-        runner=runner,
+        settings=settings,
         db=Database(storage.resolved_database_url),
         store=store,
-        sealer=Sealer(load_key(secret_key, storage.data_dir)),
+        sealer=Sealer(key),
         notifier=notifier_for(storage.resolved_database_url),
     )

@@ -39,11 +39,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
+from services.settings import WebhookSettings
 from storage.artifacts import list_artifacts
 from storage.db import Database
 from storage.errors import (
@@ -78,22 +78,6 @@ RecordBuilder = Callable[[Run, list[Artifact]], dict[str, Any]]
 
 CLAIM_MARGIN_S = 60.0
 """A claim outlives the attempt's timeout by this much before another process may retry."""
-
-
-class WebhookSettings(Protocol):
-    """The webhook settings (`GLASSBOX_WEBHOOK_*`, read by the API's settings)."""
-
-    @property
-    def webhook_secret(self) -> SecretStr | None: ...
-
-    @property
-    def webhook_attempts(self) -> int: ...
-
-    @property
-    def webhook_first_retry_s(self) -> float: ...
-
-    @property
-    def webhook_timeout_s(self) -> float: ...
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
 from services.backends import Services, open_services
 from services.runs import CardListener, RunOptions, queue_run, run_now, runner_env
+from services.settings import LLMSettings, Settings
 from storage.artifacts import list_artifacts
 from storage.models import Artifact, Run, TimelineCard
 from storage.runs import get_run, status_history
@@ -56,7 +57,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 async def services(data_dir: Path) -> AsyncIterator[Services]:
-    opened = open_services(StorageSettings(data_dir=data_dir), RunnerSettings())
+    opened = open_services(Settings.load(storage=StorageSettings(data_dir=data_dir)))
     yield opened
     await opened.close()
 
@@ -94,6 +95,9 @@ async def execute(
     workflow = parse_workflow(definition)
     inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
     run = await queue_run(services, workflow, inputs, RunOptions(source=RunSource.api))
+    # GLASSBOX_LLM_* as the test set them: its scripted LLM server starts after the services
+    # were opened, and a process would have loaded them at its start.
+    services = replace(services, settings=replace(services.settings, llm=LLMSettings()))
     async with runner_env(services, listeners) as env:
         status = await run_now(services, env, run, workflow, inputs)
     async with services.db.session() as session:

@@ -5,20 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from api.cli import build_parser
-from api.settings import ServiceSettings
-from runner.llm import LLMSettings
-from runner.settings import RunnerSettings
-from storage.settings import StorageSettings
+from services.settings import setting_variables
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
 
 def test_every_setting_is_documented() -> None:
-    for settings in (StorageSettings, RunnerSettings, ServiceSettings, LLMSettings):
-        prefix = settings.model_config.get("env_prefix", "")
-        for name in settings.model_fields:
-            variable = f"{prefix}{name}".upper()
-            assert f"`{variable}`" in README, f"{variable} is not in the README"
+    variables = setting_variables()  # every section of the settings tree
+    assert "GLASSBOX_FFMPEG" in variables and "GLASSBOX_WEBHOOK_SECRET" in variables
+    for variable in variables:
+        assert f"`{variable}`" in README, f"{variable} is not in the README"
 
 
 def test_every_cli_verb_is_documented() -> None:

@@ -14,9 +14,9 @@ import uvicorn
 from playwright.async_api import async_playwright
 
 from api.app import create_app
-from api.settings import ServiceSettings
 from runner.browser import launch
 from runner.settings import RunnerSettings
+from services.settings import ServiceSettings, Settings
 from storage.settings import StorageSettings
 
 
@@ -30,9 +30,10 @@ def free_port() -> int:
 def api_only(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     app = create_app(
-        ServiceSettings(port=port, workers=0),
-        storage=StorageSettings(data_dir=tmp_path / "data"),
-        runner=RunnerSettings(),
+        Settings.load(
+            service=ServiceSettings(port=port, workers=0),
+            storage=StorageSettings(data_dir=tmp_path / "data"),
+        )
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

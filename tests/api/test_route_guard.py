@@ -30,8 +30,8 @@ from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
 from api.auth import UNAUTHORIZED_DETAIL
-from api.settings import ServiceSettings
 from examples.site_server import SiteServer
+from services.settings import Settings
 from tests.api.conftest import (
     Service,
     create_key,
@@ -105,8 +105,8 @@ WRONG_KEY_ANSWER = {"detail": UNAUTHORIZED_DETAIL}
 
 
 def served_app() -> FastAPI:
-    """The application as `glassbox serve` builds it (api.cli: `create_app(ServiceSettings())`)."""
-    return create_app(ServiceSettings())
+    """The application as `glassbox serve` builds it (api.cli: `create_app(Settings.load())`)."""
+    return create_app(Settings.load())
 
 
 def route_keys(app: FastAPI) -> list[Key]:

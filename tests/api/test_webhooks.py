@@ -28,13 +28,13 @@ from sqlalchemy import update
 
 from api import errors
 from api.records import run_record
-from api.settings import ServiceSettings
 from api.webhooks import router
 from runner.settings import RunnerSettings
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
 from services.backends import open_services
 from services.runs import RunOptions, queue_run
+from services.settings import Settings, WebhookSettings
 from services.webhooks import (
     MAX_DELAY_S,
     WebhookDispatcher,
@@ -213,7 +213,7 @@ async def make_dispatcher(db: Database) -> AsyncIterator[MakeDispatcher]:
             **overrides,
         }
         dispatcher = WebhookDispatcher(
-            db=db, settings=ServiceSettings(**options), record=run_record
+            db=db, settings=WebhookSettings(**options), record=run_record
         )
         made.append(dispatcher)
         return dispatcher
@@ -536,8 +536,10 @@ async def test_secret_parameters_stay_masked_in_the_delivered_record(
     db_url: str, db: Database, receiver: Receiver, make_dispatcher: MakeDispatcher, tmp_path: Path
 ) -> None:
     services = open_services(
-        StorageSettings(data_dir=tmp_path / "data", database_url=db_url),
-        RunnerSettings(auto_migrate=False),
+        Settings.load(
+            storage=StorageSettings(data_dir=tmp_path / "data", database_url=db_url),
+            runner=RunnerSettings(auto_migrate=False),
+        )
     )
     try:
         workflow = parse_workflow(

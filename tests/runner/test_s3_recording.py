@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from examples.site_server import SiteServer
 from runner.media import find_ffprobe
-from runner.settings import RunnerSettings
 from services.backends import open_services
+from services.settings import Settings
 from storage.settings import StorageSettings
 from tests.conftest import Outcome, execute
 from tests.s3server import SeaweedS3
@@ -156,7 +156,7 @@ async def test_recorded_run_on_s3_with_sqlite(
     s3: SeaweedS3, site: SiteServer, tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     data_dir = tmp_path / "data"
-    services = open_services(s3_settings(s3, data_dir), RunnerSettings())
+    services = open_services(Settings.load(storage=s3_settings(s3, data_dir)))
     try:
         assert not services.db.is_postgres
         outcome = await execute(services, shop(site))
@@ -174,7 +174,7 @@ async def test_recorded_run_on_s3_with_postgresql(
     with postgres_database() as database_url:
         clean_env.setenv("GLASSBOX_DATABASE_URL", database_url)
         data_dir = tmp_path / "data"
-        services = open_services(s3_settings(s3, data_dir), RunnerSettings())
+        services = open_services(Settings.load(storage=s3_settings(s3, data_dir)))
         try:
             assert services.db.is_postgres
             outcome = await execute(services, shop(site))

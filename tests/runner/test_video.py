@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 from playwright.async_api import async_playwright
 
-from runner.media import FFMPEG_ENV, find_ffmpeg, find_ffprobe
+from runner.media import find_ffmpeg, find_ffprobe
+from runner.settings import RunnerSettings
 from runner.video import VideoEncoderError, VideoRecorder, faststart_remux
 
 CHROMIUM = "/usr/bin/chromium"
@@ -151,21 +152,19 @@ def feed_until_fragments(
 
 
 def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(FFMPEG_ENV, raising=False)
     assert os.access(find_ffmpeg(), os.X_OK)
 
-    monkeypatch.setenv(FFMPEG_ENV, str(tmp_path / "missing-ffmpeg"))
-    with pytest.raises(RuntimeError, match=FFMPEG_ENV):
-        find_ffmpeg()
+    # The runner setting `ffmpeg` (GLASSBOX_FFMPEG) first; one that points nowhere is refused.
+    with pytest.raises(RuntimeError, match="GLASSBOX_FFMPEG"):
+        find_ffmpeg(str(tmp_path / "missing-ffmpeg"))
 
     fake = tmp_path / "my-ffmpeg"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    monkeypatch.setenv(FFMPEG_ENV, str(fake))
-    assert find_ffmpeg() == str(fake)
+    monkeypatch.setenv("GLASSBOX_FFMPEG", str(fake))
+    assert find_ffmpeg(RunnerSettings().ffmpeg) == str(fake)
 
     # Nothing on PATH: the imageio-ffmpeg binary.
-    monkeypatch.delenv(FFMPEG_ENV)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     bundled = find_ffmpeg()
     assert "imageio_ffmpeg" in bundled

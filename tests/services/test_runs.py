@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from examples.site_server import SiteServer
-from runner.settings import RunnerSettings
 from services.backends import Services, open_services
 from services.runs import (
     RunOptions,
@@ -21,6 +20,7 @@ from services.runs import (
     runner_env,
     set_status,
 )
+from services.settings import Settings
 from services.workflows import parse_workflow
 from storage.db import Database
 from storage.notify import CANCEL, QUEUE, RUN, LocalNotifier, notifier_for
@@ -117,7 +117,7 @@ async def test_another_process_hears_status_changes_through_postgresql(
     """What a `glassbox serve` on the same database sees of a `glassbox run`."""
     with postgres_database() as url:
         services = open_services(
-            StorageSettings(data_dir=tmp_path / "data", database_url=url), RunnerSettings()
+            Settings.load(storage=StorageSettings(data_dir=tmp_path / "data", database_url=url))
         )
         listener = notifier_for(url)
         await listener.start()

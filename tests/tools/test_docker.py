@@ -29,12 +29,9 @@ from cryptography.fernet import Fernet
 
 from api.auth import is_loopback
 from api.cli import build_parser
-from api.settings import ServiceSettings
-from runner.llm import LLMSettings
-from runner.settings import RunnerSettings
+from services.settings import NOT_SETTINGS, Settings, setting_variables
 from storage.objects import S3ObjectStore, open_store
 from storage.sealing import load_key
-from storage.settings import StorageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
@@ -43,9 +40,6 @@ DOCKERFILE = DOCKER_DIR / "Dockerfile"
 README = ROOT / "README.md"
 
 GLASSBOX_SERVICES = ("api", "worker")
-# Read from the environment directly rather than through a settings class (runner/media.py,
-# examples/demo.py); documented in the README's settings table.
-EXTRA_VARIABLES = {"GLASSBOX_FFMPEG", "GLASSBOX_DEMO_PORT"}
 # Settings that must be the same in every Glassbox process of the deployment.
 SHARED_SETTINGS = (
     "GLASSBOX_DATABASE_URL",
@@ -254,11 +248,8 @@ def waits_for(all_services: Mapping[str, Any], name: str) -> dict[str, str]:
 
 
 def known_variables() -> set[str]:
-    names = set(EXTRA_VARIABLES)
-    for settings in (StorageSettings, RunnerSettings, ServiceSettings, LLMSettings):
-        prefix = str(settings.model_config.get("env_prefix", ""))
-        names.update(f"{prefix}{field}".upper() for field in settings.model_fields)
-    return names
+    """The settings, and the variables Glassbox reads that are no setting (the demo's port)."""
+    return set(setting_variables()) | NOT_SETTINGS
 
 
 @pytest.fixture
@@ -473,10 +464,13 @@ def test_the_code_accepts_the_settings(compose: dict[str, Any], glassbox_env: No
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
-            storage = StorageSettings()
-            service = ServiceSettings()
-            runner = RunnerSettings()
-            llm = LLMSettings()
+            settings = Settings.load()
+        storage, service, runner, llm = (
+            settings.storage,
+            settings.service,
+            settings.runner,
+            settings.llm,
+        )
         # An empty value is not "unset": GLASSBOX_LLM_BASE_URL="" would be an empty endpoint.
         empty = sorted(k for k, v in env.items() if k.startswith("GLASSBOX_") and v == "")
         assert not empty, f"{name} sets {empty} to empty strings; leave them unset instead"
@@ -490,6 +484,7 @@ def test_the_code_accepts_the_settings(compose: dict[str, Any], glassbox_env: No
             SECRET_KEY.encode()
         )
         assert runner.chromium == "/usr/bin/chromium"
+        assert runner.ffmpeg == env.get("GLASSBOX_FFMPEG")
         assert runner.auto_migrate is True
         if "GLASSBOX_LLM_BASE_URL" in env:
             assert llm.llm_base_url == env["GLASSBOX_LLM_BASE_URL"]
