@@ -62,6 +62,13 @@ async def services(data_dir: Path) -> AsyncIterator[Services]:
     await opened.close()
 
 
+def reload_llm_settings(services: Services) -> None:
+    """The services' LLM section read again from GLASSBOX_LLM_*, which the test has just set:
+    a process loads it once at its start, but a test's scripted LLM server (and so its URL)
+    starts after the services were opened."""
+    services.settings = replace(services.settings, llm=LLMSettings())
+
+
 @dataclass
 class Outcome:
     status: RunStatus
@@ -95,9 +102,6 @@ async def execute(
     workflow = parse_workflow(definition)
     inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
     run = await queue_run(services, workflow, inputs, RunOptions(source=RunSource.api))
-    # GLASSBOX_LLM_* as the test set them: its scripted LLM server starts after the services
-    # were opened, and a process would have loaded them at its start.
-    services = replace(services, settings=replace(services.settings, llm=LLMSettings()))
     async with runner_env(services, listeners) as env:
         status = await run_now(services, env, run, workflow, inputs)
     async with services.db.session() as session:

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 
 from examples.site_server import SiteServer
-from tests.conftest import Outcome
+from services.backends import Services
+from tests.conftest import Outcome, reload_llm_settings
 from tests.llm_server import Reply, ScriptedLLM, elements, find_element, step_index
 
 SECRET = "hunter2-secret"
 
 
 @pytest.fixture
-def llm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def llm_env(monkeypatch: pytest.MonkeyPatch, services: Services) -> Iterator[Any]:
     def use(llm: ScriptedLLM | str, **extra: str) -> None:
         base = llm if isinstance(llm, str) else llm.base_url
         monkeypatch.setenv("GLASSBOX_LLM_BASE_URL", base)
@@ -26,6 +27,7 @@ def llm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         monkeypatch.setenv("GLASSBOX_LLM_MAX_RETRIES", "2")
         for key, value in extra.items():
             monkeypatch.setenv(key, value)
+        reload_llm_settings(services)
 
     yield use
 

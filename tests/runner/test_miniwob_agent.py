@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Outcome
+from services.backends import Services
+from tests.conftest import Outcome, reload_llm_settings
 from tests.llm_server import ScriptedLLM
 from tests.miniwob_site import MiniWobSite, miniwob_policy, parse_reward_message
 
@@ -63,11 +64,16 @@ def console_rewards(outcome: Outcome) -> list[float]:
 
 @pytest.mark.parametrize("task", TASKS)
 async def test_agent_solves_miniwob_task(
-    task: str, miniwob: MiniWobSite, run_workflow: Any, monkeypatch: pytest.MonkeyPatch
+    task: str,
+    miniwob: MiniWobSite,
+    run_workflow: Any,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with ScriptedLLM(miniwob_policy(task)) as llm:
         monkeypatch.setenv("GLASSBOX_LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("GLASSBOX_LLM_API_KEY", "test")
+        reload_llm_settings(services)
         outcome: Outcome = await run_workflow(task_workflow(miniwob, task))
         assert not llm.errors
     assert outcome.status == "completed", outcome.run.failure_reason

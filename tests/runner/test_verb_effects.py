@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Outcome
+from services.backends import Services
+from tests.conftest import Outcome, reload_llm_settings
 from tests.llm_server import (
     Reply,
     ScriptedLLM,
@@ -216,12 +217,13 @@ def agent_policy(attachment: Path) -> Any:
 
 
 @pytest.fixture
-def llm_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def llm_env(monkeypatch: pytest.MonkeyPatch, services: Services) -> Iterator[Any]:
     def use(llm: ScriptedLLM) -> None:
         monkeypatch.setenv("GLASSBOX_LLM_BASE_URL", llm.base_url)
         monkeypatch.setenv("GLASSBOX_LLM_API_KEY", "test-key")
         monkeypatch.setenv("GLASSBOX_LLM_MODEL", "scripted")
         monkeypatch.setenv("GLASSBOX_LLM_MAX_RETRIES", "2")
+        reload_llm_settings(services)
 
     yield use
 
