@@ -84,7 +84,8 @@ def snippets(run: Run, base_url: str) -> dict[str, Any]:
         "import os\n\nimport httpx\n\n"
         f"body = {py_body}\n"
         f"response = httpx.post(\n    {url!r},\n    json=body,\n"
-        '    headers={"X-API-Key": os.environ.get("GLASSBOX_API_KEY", "")},\n)\n'
+        '    headers={"X-API-Key": os.environ.get("GLASSBOX_API_KEY", "")},\n'
+        "    timeout=30,  # a busy server queues the run in well under this\n)\n"
         'response.raise_for_status()\nprint(response.json()["id"])\n'
     )
 
