@@ -63,7 +63,6 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
         value=outcome.value,
         result=outcome.result,
         code=lines,
-        box=outcome.box,
         box_of=outcome.box_of,
         extra={**outcome.extra, **({"tool": call.tool} if call.tool else {})},
         url=ctx.url or action.url,

@@ -18,7 +18,7 @@ from runner import codegen
 from runner.artifacts import ArtifactSink
 from runner.llm import LLMClient, LLMSettings
 from runner.observe import track_click_listeners
-from runner.recorder import Box, RunRecorder
+from runner.recorder import RunRecorder
 from runner.secrets import SecretMasker, option_secrets
 from runner.settings import RunnerSettings
 from runner.templating import Inputs
@@ -183,7 +183,6 @@ class RunContext:
         value: str | None = None,
         error: str | None = None,
         code: list[str] | None = None,
-        box: Box | None = None,
         box_of: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
@@ -191,7 +190,7 @@ class RunContext:
         self.action_count += 1
         shot_id = new_id("art")
         name = f"{self.action_count:04d}-{action.verb}.jpg"
-        self.recorder.screenshot_after(shot_id, name, box, box_of)
+        self.recorder.screenshot_after(shot_id, name, box_of)
         await self.emit(
             CardKind.action,
             block_label=action.block,

@@ -354,32 +354,26 @@ class RunRecorder:
         return await self.tracker.wait(seq, timeout)
 
     def screenshot_after(
-        self,
-        artifact_id: str,
-        name: str,
-        box: Box | None,
-        box_of: Locator | ElementHandle | None = None,
+        self, artifact_id: str, name: str, box_of: Locator | ElementHandle | None = None
     ) -> None:
         """Stores the frame that shows the action's result (`_frame_of_step`), outlined, as
-        `artifact_id`: `box`, else the box the page reported for the action, else `box_of`'s
-        box (looked up in the background: for steps that wait for an element rather than act
-        on it)."""
+        `artifact_id`: the box the page reported for the action, else `box_of`'s box (looked
+        up in the background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
-        self._spawn(self._screenshot(artifact_id, name, box, box_of, seq, self._step_started))
+        self._spawn(self._screenshot(artifact_id, name, box_of, seq, self._step_started))
 
     async def _screenshot(
         self,
         artifact_id: str,
         name: str,
-        box: Box | None,
         box_of: Locator | ElementHandle | None,
         seq: int,
         began: float,
     ) -> None:
         event = self._action_started
         lookup = None
-        if box is None and box_of is not None and self.tracker.get(seq) is None:
+        if box_of is not None and self.tracker.get(seq) is None:
             lookup = asyncio.ensure_future(_box_of(box_of))
         # Settled: a moment after the action, unless the next action starts first.
         try:
@@ -389,12 +383,12 @@ class RunRecorder:
         frame = await self._frame_of_step(
             self.tracker.last_event.get(seq, began), acted=seq in self.tracker.last_event
         )
-        if box is None:
-            acted = self.tracker.get(seq)
-            if acted is not None and acted.box is not None:
-                box = Box(*acted.box)
-            elif lookup is not None:
-                box = await lookup
+        box: Box | None = None
+        acted = self.tracker.get(seq)
+        if acted is not None and acted.box is not None:
+            box = Box(*acted.box)
+        elif lookup is not None:
+            box = await lookup
         if lookup is not None and not lookup.done():
             lookup.cancel()
         if frame is None:

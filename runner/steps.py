@@ -17,7 +17,7 @@ from runner import locators
 from runner.browser import untraced
 from runner.codegen import CodeContext, py
 from runner.errors import StepFailed
-from runner.recorder import Box, RunRecorder
+from runner.recorder import RunRecorder
 from runner.workflow import (
     AssertTextArgs,
     CheckArgs,
@@ -55,7 +55,6 @@ class Outcome:
     value: str | None = None  # as shown (secrets masked)
     result: str = "ok"
     code: list[str] = field(default_factory=list)
-    box: Box | None = None
     box_of: Handle | None = None  # the element to outline, when the page reports no action
     extra: dict[str, Any] = field(default_factory=dict)
 

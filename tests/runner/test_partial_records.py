@@ -29,7 +29,7 @@ from tests.conftest import Outcome, execute
 from tests.runner.test_executor import probe
 
 NEVER = "zq-never-on-any-page-qz"
-ALWAYS = {"video", "trace", "har", "console", "code", "screenshot"}
+ALWAYS = {"video", "trace", "har", "console", "code", "screenshot", "html"}
 
 
 def workflow(
@@ -76,7 +76,6 @@ def check_whole_record(
     *,
     status: str,
     verbs: list[str],
-    html: bool,
 ) -> None:
     """Every artifact kind the run reached is stored, readable and what it should be; every
     card is there: the block's started and finished cards, the action cards of the steps that
@@ -88,7 +87,7 @@ def check_whole_record(
     assert run.record_missing is None  # nothing the run reached is missing from its record
 
     kinds = {a.kind for a in outcome.artifacts}
-    expected = ALWAYS | ({"html"} if html else set())
+    expected = ALWAYS
     assert kinds == expected, f"missing {expected - kinds}, unexpected {kinds - expected}"
     for artifact in outcome.artifacts:
         assert len(outcome.read(artifact)) == artifact.size, artifact.name
@@ -122,8 +121,7 @@ def check_whole_record(
     compile(code, "replay.py", "exec")
     assert "login.html" in code
 
-    if html:
-        assert "Sign in" in outcome.read(outcome.artifact("html")).decode()
+    assert "Sign in" in outcome.read(outcome.artifact("html")).decode()
 
     # Cards: in order, no gap.
     cards = outcome.cards
@@ -157,7 +155,7 @@ async def test_canceled_while_waiting_keeps_the_whole_record(
         workflow(site, {"wait_for": {"text": NEVER, "timeout_ms": 60_000}}),
         at=lambda card: card.kind == "action",  # the goto is done: the wait_for waits
     )
-    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"], html=True)
+    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"])
     assert outcome.run.failure_reason == "canceled by a user"
 
 
@@ -169,7 +167,7 @@ async def test_canceled_during_a_navigation_keeps_the_whole_record(
         workflow(site, {"goto": "{{ url }}slow?ms=60000"}),
         at=lambda card: "slow?ms=60000" in card.data.get("text", ""),  # "Opening …/slow…"
     )
-    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"], html=True)
+    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"])
     # The narration of the navigation that was cut short is kept.
     narrated = [c.data["text"] for c in outcome.cards if c.kind == "thought"]
     assert any(t.endswith("/slow?ms=60000") for t in narrated), narrated
@@ -179,7 +177,7 @@ async def test_timed_out_keeps_the_whole_record(
     services: Services, site: SiteServer, tmp_path: Path
 ) -> None:
     outcome = await execute(services, workflow(site, {"goto": "{{ url }}hang"}, timeout_s=4))
-    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto"], html=True)
+    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto"])
     assert outcome.run.failure_reason == "the run exceeded its time limit of 4 s"
 
 
@@ -189,7 +187,7 @@ async def test_failed_step_keeps_the_whole_record(
     outcome = await execute(
         services, workflow(site, {"click": {"selector": "#nothing", "timeout_ms": 700}})
     )
-    check_whole_record(outcome, tmp_path, status="failed", verbs=["goto", "click"], html=True)
+    check_whole_record(outcome, tmp_path, status="failed", verbs=["goto", "click"])
     failed = outcome.actions()[-1]
     assert failed.status == "failed"
     assert failed.data["error"] == "no element matched within 700 ms"
