@@ -9,7 +9,7 @@ import shutil
 
 from runner import codegen
 from runner.blocks import run_blocks
-from runner.context import CardListener, FrameListener, RunContext, RunnerEnv
+from runner.context import RunContext, RunnerEnv
 from runner.errors import RunEnded, StepFailed
 from runner.recorder import store
 from runner.templating import Inputs
@@ -18,8 +18,6 @@ from storage.errors import InvalidTransition
 from storage.models import Run
 from storage.runs import get_run, transition
 from storage.status import ArtifactKind, RunStatus
-
-__all__ = ["CardListener", "FrameListener", "RunExecution", "RunnerEnv"]
 
 log = logging.getLogger(__name__)
 

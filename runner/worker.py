@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runner.executor import RunExecution, RunnerEnv
+from runner.context import RunnerEnv
+from runner.executor import RunExecution
 from runner.resources import RunnerResources, inputs_of, runner_env
 from storage.errors import GlassboxError, InvalidTransition
 from storage.frames import delete_live_frame, put_live_frame

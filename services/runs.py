@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runner.context import CardListener
-from runner.executor import RunExecution, RunnerEnv
+from runner.context import CardListener, RunnerEnv
+from runner.executor import RunExecution
 from runner.resources import inputs_of, runner_env
 from runner.secrets import SECRET_HEADERS as SECRET_HEADERS  # for the API's masking
 from runner.templating import Inputs, resolve_inputs
