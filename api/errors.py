@@ -27,21 +27,14 @@ STATUS_CODES: dict[type[GlassboxError], int] = {
 """Errors answered `{"detail": "<message>"}` with this status; ValidationFailed names its field."""
 
 
-def field_error(field: str, message: str, *, prefix: tuple[str, ...] = ("body",)) -> JSONResponse:
+def field_error(
+    field: str, message: str, *, prefix: tuple[str, ...] = ("body",), line: int | None = None
+) -> JSONResponse:
     loc = [*prefix, *[p for p in field.replace("[", ".[").split(".") if p]]
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": [
-                {
-                    "loc": loc,
-                    "field": field,
-                    "msg": message,
-                    "type": "value_error",
-                }
-            ]
-        },
-    )
+    item: dict[str, object] = {"loc": loc, "field": field, "msg": message, "type": "value_error"}
+    if line is not None:
+        item["line"] = line  # where the field is in a workflow sent as YAML/JSON text
+    return JSONResponse(status_code=422, content={"detail": [item]})
 
 
 def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -53,7 +46,7 @@ def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONRe
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationFailed)
-    return field_error(exc.field, exc.message, prefix=(exc.location,))
+    return field_error(exc.field, exc.message, prefix=(exc.location,), line=exc.line)
 
 
 def install(app: FastAPI) -> None:

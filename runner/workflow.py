@@ -232,6 +232,7 @@ class Parameter(_Model):
 
 class Workflow(_Model):
     title: str = "Untitled run"
+    description: str | None = Field(default=None, max_length=4000)
     url: str | None = None
     timeout_s: int = Field(default=300, gt=0, le=MAX_TIMEOUT_S)
     parameters: dict[str, Parameter] = Field(default_factory=dict)
@@ -368,7 +369,8 @@ def load_document(text: str, *, source: str = "workflow") -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ValidationFailed(source, f"not valid YAML or JSON{where}") from None
+        line = mark.line + 1 if mark else None
+        raise ValidationFailed(source, f"not valid YAML or JSON{where}", line=line) from None
 
 
 def load_workflow_file(path: Path) -> Workflow:

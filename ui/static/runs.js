@@ -18,7 +18,10 @@
 
   function filters() {
     const params = new URLSearchParams(location.search);
-    return { status: params.get("status") || "", q: params.get("q") || "" };
+    return {
+      status: params.get("status") || "", q: params.get("q") || "",
+      workflow_id: params.get("workflow_id") || "", source: params.get("source") || "",
+    };
   }
 
   function setFilters(changes) {
@@ -32,10 +35,12 @@
   }
 
   function query(limit, cursor) {
-    const { status, q } = filters();
+    const { status, q, workflow_id: workflowId, source } = filters();
     const params = new URLSearchParams({ limit: String(limit) });
     if (status) params.set("status", status);
     if (q) params.set("q", q);
+    if (workflowId) params.set("workflow_id", workflowId);
+    if (source) params.set("source", source);
     if (cursor) params.set("cursor", cursor);
     return "/runs?" + params.toString();
   }
