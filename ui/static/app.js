@@ -35,6 +35,7 @@ const Glassbox = (() => {
       if (key) headers["X-API-Key"] = key;
       const response = await fetch(API + path, Object.assign({}, options, { headers }));
       if (response.status === 401 && attempt === 0) {
+        if (apiKey() && apiKey() !== key) continue; // another request got a key meanwhile
         try { localStorage.removeItem(KEY); } catch (_) { /* ignore */ }
         if (askKey()) continue;
       }
