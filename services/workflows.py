@@ -17,6 +17,7 @@ from runner.workflow import (
     workflow_to_json,
 )
 from services.backends import Services
+from storage import schedules as stored_schedules
 from storage import workflows as stored
 from storage.errors import ValidationFailed
 from storage.models import Run
@@ -111,9 +112,11 @@ async def get_workflow(services: Services, workflow_id: str) -> SavedWorkflow:
 
 
 async def archive_workflow(services: Services, workflow_id: str) -> None:
-    """Runs keep their own copy of the definition; the saved workflow is only hidden."""
+    """Runs keep their own copy of the definition; the saved workflow is only hidden, and its
+    schedules are disabled."""
     async with services.db.session() as session:
         await stored.archive_workflow(session=session, workflow_id=workflow_id)
+        await stored_schedules.disable_for_workflow(session=session, workflow_id=workflow_id)
         await session.commit()
 
 
