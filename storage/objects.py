@@ -124,20 +124,22 @@ def transient(exc: BaseException) -> bool:
 
 
 def _connection_problem(exc: BaseException) -> str:
-    for cause in _causes(exc):
-        if isinstance(cause, ConnectionRefusedError):
+    causes = list(_causes(exc))
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
             return "connection refused"
         if isinstance(cause, ConnectionResetError):
             return "connection reset"
-        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
-            return "timed out"
         if isinstance(cause, ServerError):
             return f"HTTP {cause.status_code}"
         if isinstance(cause, S3Error):
             return f"{cause.code}: {cause.message}"
-    for cause in _causes(exc):
+    for cause in causes:
         if isinstance(cause, OSError) and cause.errno is not None:
             return os.strerror(cause.errno).lower()
+    for cause in causes:
+        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
+            return "timed out"
     return _first_line(exc)
 
 
