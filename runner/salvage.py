@@ -27,7 +27,7 @@ from runner.video import faststart_remux
 from storage.artifacts import add_artifact, list_artifacts
 from storage.frames import delete_finished_live_frames
 from storage.models import Artifact, Run
-from storage.status import TERMINAL_STATUSES, ArtifactKind, CardKind
+from storage.status import TERMINAL_STATUSES, ArtifactKind, CardKind, RunStatus
 from storage.timeline import add_card, next_seq
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ class Salvaged:
 
     run_id: str
     stored: list[str] = field(default_factory=list)  # "video recording.mp4", …
-    failed: list[str] = field(default_factory=list)  # record.missing lines
+    failed: list[str] = field(default_factory=list)  # record.missing lines; spool kept
+    lost: list[str] = field(default_factory=list)  # record.missing lines: gone for good
     deleted: bool = False
 
 
@@ -265,9 +266,6 @@ class _Salvage:
         ):
             if not path.is_file():
                 continue
-            if path.stat().st_size == 0 and kind is ArtifactKind.console:
-                path.unlink()
-                continue
             if masker is None:
                 self.result.failed.append(
                     missing_line(
@@ -285,6 +283,16 @@ class _Salvage:
                 )
                 continue
             await self._store(kind, path.name, path)
+        if self.run.status == RunStatus.interrupted.value:
+            # Written by the browser only when the run's context closes, which a worker that
+            # died never did: say so rather than leave the record silently short.
+            settings = self.resources.runner
+            for enabled, kind, name in (
+                (settings.har, ArtifactKind.har, "network.har"),
+                (settings.trace, ArtifactKind.trace, "trace.zip"),
+            ):
+                if enabled and (kind.value, name) not in self.have:
+                    self.result.lost.append(missing_line(kind, name, "lost with its worker"))
         downloads = spool / "downloads"
         for path in sorted(downloads.iterdir()) if downloads.is_dir() else []:
             if path.is_file():
@@ -320,7 +328,7 @@ class _Salvage:
                 for line in before
                 if line not in self.struck and not any(line.startswith(p) for p in self.prefixes)
             ]
-            for line in result.failed:
+            for line in [*result.failed, *result.lost]:
                 if not any(line.split(":", 1)[0] == k.split(":", 1)[0] for k in kept):
                     kept.append(line)
             run.record_missing = kept or None
