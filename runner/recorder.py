@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import json
 import logging
+import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -547,9 +550,17 @@ class RunRecorder:
                 reason = f"not written: {_why(exc, 0)}" if exc else "not written"
             lines.append(missing_line(kind, name, reason))
 
+        har_path = self.spool / "network.har"
+        for path, what in ((trace_path, "trace"), (har_path, "context")):
+            # The browser leaves an empty file where it could not write one (a full disk).
+            with contextlib.suppress(OSError):
+                if path.exists() and path.stat().st_size == 0:
+                    path.unlink()
+                    if what not in problems and shutil.disk_usage(self.spool).free < 1 << 20:
+                        problems[what] = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if self.tracing and not trace_path.exists():
             not_written(ArtifactKind.trace, "trace.zip", "trace")
-        if self.har and self.context is not None and not (self.spool / "network.har").exists():
+        if self.har and self.context is not None and not har_path.exists():
             not_written(ArtifactKind.har, "network.har", "context")
         if self._console_error is not None:
             reason = storage_failure(self._console_error)
