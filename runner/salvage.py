@@ -54,18 +54,20 @@ async def sweep_forever(
     this process is executing (their spools are in use)."""
     while True:
         try:
-            await salvage_spools(resources, busy=busy())
+            await salvage_spools(resources, busy=busy)
         except Exception:
             log.warning("salvage sweep failed", exc_info=True)
         await asyncio.sleep(resources.runner.salvage_interval_s)
 
 
 async def salvage_spools(
-    resources: RunnerResources, *, busy: Collection[str] = ()
+    resources: RunnerResources, *, busy: Callable[[], Collection[str]] = frozenset
 ) -> list[Salvaged]:
     """One sweep over the spool directory: the spools of runs that ended (any terminal status:
     an `interrupted` run's worker is gone) are stored and deleted; runs still running are left
-    to their worker (or to the reaper, which ends them `interrupted` for the next sweep)."""
+    to their worker (or to the reaper, which ends them `interrupted` for the next sweep).
+    `busy()`: the runs this process is executing, asked for each spool (a run may start while
+    the sweep goes)."""
     async with resources.db.session() as session:
         dropped = await delete_finished_live_frames(session=session)
         await session.commit()
@@ -75,8 +77,8 @@ async def salvage_spools(
     root = resources.spool_dir
     if not root.is_dir():
         return done
-    for spool in sorted(p for p in root.iterdir() if p.is_dir()):
-        if spool.name in busy:
+    for spool in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if spool.name in busy():
             continue
         with _locked(spool) as mine:
             if not mine:
@@ -89,8 +91,11 @@ async def salvage_spools(
 
 @contextlib.contextmanager
 def _locked(spool: Path) -> Iterator[bool]:
+    """One process at a time on a spool (workers sharing a data directory). The lock file sits
+    beside the spool, never in it: a spool holds only what is still to be stored."""
+    lock = spool.parent / f".{spool.name}.salvage-lock"
     try:
-        fd = os.open(spool / ".salvage.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         yield False
         return
@@ -101,6 +106,7 @@ def _locked(spool: Path) -> Iterator[bool]:
             yield False
             return
         yield True
+        lock.unlink(missing_ok=True)
     finally:
         os.close(fd)
 
