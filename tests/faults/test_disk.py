@@ -89,11 +89,9 @@ async def test_a_full_disk_fails_the_step_that_needs_it_and_corrupts_nothing(
             run = outcome.run
             assert outcome.status == "failed"
             assert run.failure_reason is not None
-            assert run.failure_reason.startswith('block "search", step 8 download'), (
-                run.failure_reason
-            )
-            assert run.failure_reason.endswith(": disk full: [Errno 28] No space left on device"), (
-                run.failure_reason
+            assert run.failure_reason == (
+                'block "search", step 8 download text="Export CSV": '
+                "disk full: [Errno 28] No space left on device"
             )
             missing = run.record_missing or []
             assert run_record(run, outcome.artifacts)["record"]["complete"] is False
