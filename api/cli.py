@@ -174,7 +174,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from services.workers import Worker
+    from services.workers import Worker, salvage_spools
 
     services = open_services(settings)
     try:
@@ -184,6 +184,14 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         worker = Worker(services, worker_options(settings.service, args.concurrency))
+        if args.salvage:  # once: end runs whose worker vanished, store their spools, exit
+            await worker.reap()
+            for found in await salvage_spools(services):
+                err.print(
+                    f"{found.run_id}: stored {', '.join(found.stored) or 'nothing'}"
+                    + (f"; still missing: {'; '.join(found.failed)}" if found.failed else "")
+                )
+            return EXIT_OK
         err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
         await worker.run(stop)
     finally:
@@ -292,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a worker process that claims queued runs")
     worker.add_argument("--concurrency", type=int, help="runs executed at once (default 1)")
+    worker.add_argument(
+        "--salvage",
+        action="store_true",
+        help="store the spools left behind by dead workers and outages, then exit",
+    )
 
     apikey = sub.add_parser("apikey", help="API keys (X-API-Key)")
     apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
