@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.ids import new_id
 from storage.models import TimelineCard, utcnow
 from storage.status import CardKind
+
+
+async def next_seq(*, session: AsyncSession, run_id: str) -> int:
+    """The seq after the run's last card (for cards added after the run ended)."""
+    current = await session.scalar(
+        select(func.max(TimelineCard.seq)).where(TimelineCard.run_id == run_id)
+    )
+    return (current or 0) + 1
 
 
 async def add_card(
