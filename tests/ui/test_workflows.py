@@ -121,3 +121,52 @@ async def test_an_unknown_workflow_says_so(ui: Watched) -> None:
     await ui.page.goto(f"{ui.base_url}/workflows/wf_nope")
     await expect(ui.page.locator("#error")).to_have_text("Workflow not found.")
     await expect(ui.page.locator("#launch")).to_be_hidden()
+
+
+async def test_schedule_a_workflow_from_its_page_and_see_its_runs(
+    ui: Watched, api: httpx.Client, site: SiteServer
+) -> None:
+    page = ui.page
+    ui.allowed_errors.append("422")
+    saved = api.post(
+        "/workflows",
+        json={"source": shop_source(site).replace("Cheapest by search", "Scheduled search")},
+    ).json()
+    await page.goto(f"{ui.base_url}/workflows/{saved['id']}")
+    await expect(page.locator("#no-schedules")).to_be_visible()
+
+    # A cron expression that is not one: refused, naming the field, nothing saved.
+    await page.locator("#schedule-kind").select_option("cron")
+    await page.locator("#schedule-value").fill("every morning")
+    await page.locator("#add-schedule").click()
+    await expect(page.locator("#schedule-error")).to_contain_text("cron")
+    assert api.get(f"/workflows/{saved['id']}/schedules").json()["items"] == []
+
+    # Every 2 s, with the query typed in the launch form.
+    await page.locator("#param-query").fill("desk")
+    await page.locator("#schedule-kind").select_option("interval_s")
+    await page.locator("#schedule-value").fill("2")
+    await page.locator("#add-schedule").click()
+    item = page.locator(".schedule-item")
+    await expect(item).to_have_count(1)
+    await expect(item.locator(".when")).to_have_text("every 2 s")
+    await expect(item.locator(".next time")).to_be_visible()
+    schedule = api.get(f"/workflows/{saved['id']}/schedules").json()["items"][0]
+    assert schedule["parameters"] == {"query": "desk", "pages": 1}
+
+    # Its runs appear among the workflow's runs, with source schedule.
+    first = page.locator("#wf-runs tbody tr").first
+    await expect(first).to_be_visible(timeout=20_000)
+    run_id = await first.get_attribute("data-run-id")
+    record = api.get(f"/runs/{run_id}").json()
+    assert record["source"] == "schedule" and record["schedule_id"] == schedule["id"]
+    assert record["parameters"]["query"] == "desk"
+
+    await item.locator("button.toggle").click()
+    await expect(item).to_have_class(re.compile(r"\bdisabled\b"))
+    await expect(item.locator("button.toggle")).to_have_text("Enable")
+    assert api.get(f"/schedules/{schedule['id']}").json()["enabled"] is False
+    page.on("dialog", lambda dialog: dialog.accept())
+    await item.locator("button.remove").click()
+    await expect(page.locator(".schedule-item")).to_have_count(0)
+    assert api.get(f"/schedules/{schedule['id']}").status_code == 404

@@ -81,21 +81,27 @@
     return uploaded.id;
   }
 
-  async function launch(event) {
-    event.preventDefault();
-    clearErrors();
+  /** The launch form's parameter values (files and secrets left out when `keepable`). */
+  async function formParameters(keepable) {
     const parameters = {};
     for (const input of form.querySelectorAll("[data-parameter]")) {
       const name = input.dataset.parameter;
       const spec = workflow.parameters[name] || {};
+      if (keepable && (spec.secret || input.type === "file")) continue;
       if (input.type === "checkbox") parameters[name] = input.checked;
       else if (input.type === "file") { const id = await fileId(input); if (id !== undefined) parameters[name] = id; }
       else if (input.value !== "") {
-        // Numbers go as typed: the API checks them and names the field when they are not.
         parameters[name] = (spec.type === "number" || spec.type === "integer") && input.value.trim() !== "" && !isNaN(Number(input.value))
           ? Number(input.value) : input.value;
       }
     }
+    return parameters;
+  }
+
+  async function launch(event) {
+    event.preventDefault();
+    clearErrors();
+    const parameters = await formParameters(false);
     const body = { workflow_id: workflowId, parameters };
     const title = document.getElementById("opt-title").value.trim();
     const timeout = document.getElementById("opt-timeout").value;
@@ -136,6 +142,94 @@
     }
   }
 
+  // --- schedules ---------------------------------------------------------------------------
+
+  function describe(schedule) {
+    if (schedule.kind === "interval") return `every ${Glassbox.seconds(schedule.interval_s).replace(".0 s", " s")}`;
+    if (schedule.kind === "cron") return `cron ${schedule.cron} (${schedule.timezone})`;
+    return `once at ${Glassbox.date(schedule.at)}`;
+  }
+
+  function scheduleItem(schedule) {
+    const toggle = el("button", { type: "button", class: "small toggle", text: schedule.enabled ? "Disable" : "Enable",
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try { await send("PATCH", `/schedules/${encodeURIComponent(schedule.id)}`, { enabled: !schedule.enabled }); }
+        catch (error) { showScheduleError(error); }
+        loadSchedules();
+      } });
+    const remove = el("button", { type: "button", class: "small danger remove", text: "Delete",
+      onclick: async (e) => {
+        if (!window.confirm("Delete this schedule? Its runs stay.")) return;
+        e.currentTarget.disabled = true;
+        try { await Glassbox.request(`/schedules/${encodeURIComponent(schedule.id)}`, { method: "DELETE" }); }
+        catch (error) { showScheduleError(error); }
+        loadSchedules();
+      } });
+    const last = schedule.last_run
+      ? el("a", { class: "last-run", href: `/runs/${encodeURIComponent(schedule.last_run.id)}` }, "last ", badge(schedule.last_run.status || "deleted"))
+      : null;
+    return el("li", { class: "schedule-item" + (schedule.enabled ? "" : " disabled"), "data-schedule-id": schedule.id },
+      el("div", { class: "what" },
+        el("strong", { class: "when", text: describe(schedule) }),
+        el("div", { class: "next muted" },
+          schedule.enabled && schedule.next_fire_at
+            ? ["next ", el("time", { datetime: schedule.next_fire_at, title: Glassbox.date(schedule.next_fire_at), text: Glassbox.date(schedule.next_fire_at) })]
+            : (schedule.enabled ? "done" : "disabled"),
+          last ? [" · ", last] : null,
+          schedule.last_error ? el("div", { class: "short-error", text: schedule.last_error }) : null)),
+      el("div", { class: "actions" }, toggle, remove));
+  }
+
+  function showScheduleError(error) {
+    const box = document.getElementById("schedule-error");
+    box.textContent = (error.fields || []).length
+      ? error.fields.map((f) => `${f.field}: ${f.message}`).join("\n")
+      : (error.detail || error.message);
+    box.hidden = false;
+  }
+
+  async function loadSchedules() {
+    try {
+      const page = await json(`/workflows/${encodeURIComponent(workflowId)}/schedules`);
+      document.getElementById("schedule-list").replaceChildren(...page.items.map(scheduleItem));
+      document.getElementById("no-schedules").hidden = page.items.length > 0;
+    } catch (error) { showScheduleError(error); }
+  }
+
+  async function addSchedule(event) {
+    event.preventDefault();
+    const box = document.getElementById("schedule-error");
+    box.hidden = true;
+    const kind = document.getElementById("schedule-kind").value;
+    const raw = document.getElementById("schedule-value").value.trim();
+    const body = {
+      catch_up: document.getElementById("schedule-catch-up").value,
+      parameters: await formParameters(true),
+    };
+    const zone = document.getElementById("schedule-timezone").value.trim();
+    if (zone) body.timezone = zone;
+    if (kind === "interval_s") body.interval_s = raw === "" ? null : (isNaN(Number(raw)) ? raw : Number(raw));
+    else body[kind] = raw;
+    const button = document.getElementById("add-schedule");
+    button.disabled = true;
+    try {
+      await send("POST", `/workflows/${encodeURIComponent(workflowId)}/schedules`, body);
+      document.getElementById("schedule-value").value = "";
+    } catch (error) { showScheduleError(error); }
+    button.disabled = false;
+    loadSchedules();
+  }
+
+  function setupScheduleForm() {
+    const kind = document.getElementById("schedule-kind");
+    const value = document.getElementById("schedule-value");
+    const placeholders = { interval_s: "3600", cron: "0 9 * * 1-5", at: "2026-12-24T18:00" };
+    kind.addEventListener("change", () => { value.placeholder = placeholders[kind.value]; });
+    try { document.getElementById("schedule-timezone").value = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (_) { /* UTC */ }
+    document.getElementById("schedule-form").addEventListener("submit", addSchedule);
+  }
+
   async function load() {
     try {
       workflow = await json(`/workflows/${encodeURIComponent(workflowId)}`);
@@ -158,6 +252,8 @@
     fields.replaceChildren(...entries.map(([name, spec]) => inputFor(name, spec, spec.secret ? null : name in values ? values[name] : spec.default)));
     if (!entries.length) fields.replaceChildren(el("p", { class: "muted", text: "This workflow takes no parameters." }));
     form.addEventListener("submit", launch);
+    setupScheduleForm();
+    loadSchedules();
     if (location.hash === "#run") { const first = form.querySelector("input"); if (first) first.focus(); }
     loadRuns();
   }
