@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api import artifacts, errors, live, runs, schedules, webhooks, workflows
+from api import artifacts, errors, live, runs, schedules, triggers, webhooks, workflows
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
@@ -79,12 +79,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(workflows.router)
     api.include_router(webhooks.router)
     api.include_router(schedules.router)
+    api.include_router(triggers.router)
 
     @api.get("/health", tags=["service"], summary="Liveness and the worker count")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "workers": len(getattr(app.state, "workers", []))}
 
     app.include_router(api)
+    app.include_router(triggers.hooks)  # authenticated by each trigger's token, not API keys
     install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
     return app
 

@@ -13,6 +13,7 @@ from storage.errors import (
     InvalidTransition,
     NotFound,
     RunNotFinished,
+    TriggerRefused,
     ValidationFailed,
     WebhookNotConfigured,
 )
@@ -22,6 +23,7 @@ STATUS_CODES: dict[type[GlassboxError], int] = {
     InvalidTransition: 409,
     RunNotFinished: 409,
     WebhookNotConfigured: 422,
+    TriggerRefused: 401,
     ConfigurationError: 500,
 }
 """Errors answered `{"detail": "<message>"}` with this status; ValidationFailed names its field."""

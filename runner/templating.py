@@ -66,6 +66,27 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     raise ValidationFailed(where, f"unknown type {kind!r}")
 
 
+def render_template(template: str, scope: dict[str, Any], where: str) -> str:
+    """`template` rendered over `scope` in the sandbox; a template error is refused naming
+    `where`."""
+    if "{" not in template:
+        return template  # no template syntax: nothing to render (most step arguments)
+    try:
+        return _compiled(template).render(scope)
+    except UndefinedError as exc:
+        raise ValidationFailed(where, f"template error: {exc.message}") from None
+    except TemplateError as exc:
+        raise ValidationFailed(where, f"template error: {exc}") from None
+
+
+def check_template(template: str, where: str) -> None:
+    """Refuses a template that does not compile, naming `where`."""
+    try:
+        _compiled(template)
+    except TemplateError as exc:
+        raise ValidationFailed(where, f"template error: {exc}") from None
+
+
 @dataclass
 class Inputs:
     """Resolved run inputs. `values` holds secrets in clear: keep it in memory only."""
@@ -85,14 +106,7 @@ class Inputs:
         return {**self.values, "url": self.url or ""}
 
     def render(self, template: str, where: str) -> str:
-        if "{" not in template:
-            return template  # no template syntax: nothing to render (most step arguments)
-        try:
-            return _compiled(template).render(self.scope)
-        except UndefinedError as exc:
-            raise ValidationFailed(where, f"template error: {exc.message}") from None
-        except TemplateError as exc:
-            raise ValidationFailed(where, f"template error: {exc}") from None
+        return render_template(template, self.scope, where)
 
     def render_model(self, model: BaseModel, where: str) -> Any:
         """A copy of a step's arguments with every string field rendered."""

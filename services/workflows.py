@@ -18,6 +18,7 @@ from runner.workflow import (
 )
 from services.backends import Services
 from storage import schedules as stored_schedules
+from storage import triggers as stored_triggers
 from storage import workflows as stored
 from storage.errors import ValidationFailed
 from storage.models import Run
@@ -113,10 +114,11 @@ async def get_workflow(services: Services, workflow_id: str) -> SavedWorkflow:
 
 async def archive_workflow(services: Services, workflow_id: str) -> None:
     """Runs keep their own copy of the definition; the saved workflow is only hidden, and its
-    schedules are disabled."""
+    schedules and triggers are disabled."""
     async with services.db.session() as session:
         await stored.archive_workflow(session=session, workflow_id=workflow_id)
         await stored_schedules.disable_for_workflow(session=session, workflow_id=workflow_id)
+        await stored_triggers.disable_for_workflow(session=session, workflow_id=workflow_id)
         await session.commit()
 
 

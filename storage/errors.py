@@ -63,3 +63,11 @@ class WebhookNotDue(WebhookError):
         super().__init__(f"the webhook of run {run_id} is {state}; no automatic attempt is due")
         self.run_id = run_id
         self.state = state
+
+
+class TriggerRefused(GlassboxError):
+    """A trigger URL called without its token (or signature): the same answer whether or not
+    the trigger exists."""
+
+    def __init__(self, why: str = "invalid or missing trigger token") -> None:
+        super().__init__(why)

@@ -101,6 +101,29 @@ class Schedule(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Trigger(Base):
+    """A URL that starts a saved workflow: `POST /api/v1/hooks/{id}` with the trigger's token
+    (stored hashed), its JSON body mapped to parameters by a template per parameter, and
+    optionally signed by the caller (the HMAC secret is sealed)."""
+
+    __tablename__ = "triggers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sealed_hmac_secret: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    fire_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_fired_at: Mapped[datetime | None] = mapped_column()
+    last_run_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -113,6 +136,7 @@ class Run(Base):
     )
     parent_run_id: Mapped[str | None] = mapped_column(String(40))
     schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: schedule
+    trigger_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: webhook
     # The workflow as submitted (secret defaults masked) and the run's parameters (masked).
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
