@@ -18,9 +18,17 @@ What counts as an occurrence
     masked; nothing else can match, so there are no false positives beyond the value itself.
     :func:`encoded_variants` lists the canonical whole-string variants (tests use it).
 
+Case
+    Matching ignores case: a page that upper- or lower-cases a secret (``S3CRET``) is masked
+    too (over-masking the odd word that equals a secret in another case is the price).
+
 Base64
-    base64 of a secret embedded at an arbitrary offset of a larger base64 blob cannot be found
-    reliably, so base64 is handled where a *whole token* is base64: HAR ``content.text`` with
+    Each secret value of at least :data:`B64_MIN_BYTES` bytes is also matched as base64 at
+    the three byte alignments it can have inside a larger base64 text (standard and URL-safe
+    alphabets, case-sensitive): the characters that depend on the value alone. This catches
+    ``Authorization: Basic base64("user:" + secret)`` and a secret inside any base64 blob,
+    whatever the bytes around it. In addition, base64 is handled where a *whole token* is
+    base64: HAR ``content.text`` with
     ``encoding: base64``, ``Authorization: Basic ...`` values, ``data:...;base64,`` URLs, JWT
     segments, any standalone base64 JSON string. Such a token is decoded, masked and re-encoded
     (same alphabet and padding) only when its decoded bytes contain a secret. This is done by
@@ -72,6 +80,7 @@ from typing import IO, Any
 __all__ = [
     "MASK",
     "SECRET_HEADERS",
+    "base64_fragments",
     "WEAK_LENGTH",
     "SecretMasker",
     "encoded_variants",
@@ -79,6 +88,8 @@ __all__ = [
 ]
 
 MASK = "********"
+B64_MIN_BYTES = 6
+"""Shorter values are not matched as base64 fragments (4-5 characters match too much)."""
 WEAK_LENGTH = 4
 """Values shorter than this are still masked, but counted in :attr:`SecretMasker.weak_count`."""
 
@@ -234,6 +245,23 @@ def encoded_variants(value: str) -> list[str]:
     return [value, *sorted(found, key=lambda v: (-len(v), v))]
 
 
+def base64_fragments(value: str) -> list[str]:
+    """The base64 text (standard and URL-safe) that encodes ``value`` wherever it sits in a
+    larger byte string: for each of the 3 alignments, the characters determined by the value's
+    bytes alone. Empty for values shorter than :data:`B64_MIN_BYTES`."""
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) < B64_MIN_BYTES:
+        return []
+    found: list[str] = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw + b"\0\0").decode("ascii")
+        start = -(-8 * offset // 6)
+        end = 8 * (offset + len(raw)) // 6
+        core = encoded[start:end]
+        found += [core, core.replace("+", "-").replace("/", "_")]
+    return list(dict.fromkeys(found))
+
+
 def option_secrets(headers: dict[str, Any] | None, proxy: dict[str, Any] | None) -> list[str]:
     """The secret values among a run's options, masked like secret parameters: the values of
     :data:`SECRET_HEADERS` (whole, and the credentials after a scheme such as ``Bearer``) and the
@@ -245,10 +273,22 @@ def option_secrets(headers: dict[str, Any] | None, proxy: dict[str, Any] | None)
             scheme, _, credentials = value.strip().partition(" ")
             if scheme.isalpha() and credentials.strip():
                 found.append(credentials.strip())
+                if scheme.lower() == "basic":
+                    found += _basic_credentials(credentials.strip())
     password = (proxy or {}).get("password")
     if isinstance(password, str) and password:
         found.append(password)
     return found
+
+
+def _basic_credentials(token: str) -> list[str]:
+    """``user:password`` and the password of a Basic credential, when it decodes."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return []
+    _user, sep, password = decoded.partition(":")
+    return [decoded, password] if sep and password else [decoded]
 
 
 class SecretMasker:
@@ -281,16 +321,23 @@ class SecretMasker:
             # A leading look-ahead on the possible first characters lets the regex engine skip
             # most positions quickly (about 4x faster on large blobs than the bare alternation).
             firsts = set().union(*(_first_chars(v[0]) for v in self._values))
+            fragments = [f for v in self._values for f in base64_fragments(v)]
+            if fragments:
+                # Case-sensitive: base64 changes meaning with case, and a case-blind match
+                # of short fragments would hit ordinary words.
+                pattern = pattern[:-1] + "|(?-i:" + "|".join(map(re.escape, fragments)) + "))"
+                firsts.update(f[0] for f in fragments)
             first_bytes = {c.encode("utf-8", "surrogatepass")[0] for c in firsts}
             text_ahead = "(?=[" + "".join(re.escape(c) for c in sorted(firsts)) + "])"
             bytes_ahead = b"(?=[" + b"".join(re.escape(bytes([b])) for b in sorted(first_bytes))
-            self._text_re = re.compile(text_ahead + pattern)
+            self._text_re = re.compile(text_ahead + pattern, re.IGNORECASE)
             self._bytes_re = re.compile(
-                bytes_ahead + b"])" + pattern.encode("utf-8", "surrogatepass")
+                bytes_ahead + b"])" + pattern.encode("utf-8", "surrogatepass"), re.IGNORECASE
             )
             self._max_len = max(n for _, n in compiled)
             self._min_len = min(_byte_len(v) for v in self._values)
-            # No encoding makes a character shorter, so no match is shorter than this.
+            # No encoding makes a character shorter, so no match is shorter than this (a
+            # base64 fragment is at least as long as its value for B64_MIN_BYTES and up).
             self._min_chars = min(len(v) for v in self._values)
             # A base64 token can only hide a secret if it decodes to at least min_len bytes.
             n = max(4, -(-self._min_len * 4 // 3))
