@@ -8,7 +8,6 @@ import base64
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from runner.templating import Inputs, resolve_inputs
 from runner.worker import run_to_end
 from runner.workflow import Workflow, parse_workflow, workflow_to_json
 from services.backends import Services
+from services.webhooks import check_target
 from storage import runs as stored
 from storage.artifacts import list_artifacts
 from storage.errors import InvalidTransition, NotFound, ValidationFailed
@@ -199,7 +199,10 @@ async def queue_new_run(
         inputs = inputs_for(services, parsed, parameters)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
-    _check_url(options.webhook_url, "webhook_url")
+    if options.webhook_url is not None:
+        check_target(
+            options.webhook_url, deny_private=services.settings.webhooks.webhook_deny_private
+        )
     return await queue_run(services, parsed, inputs, options)
 
 
@@ -210,13 +213,6 @@ def _within(exc: ValidationFailed, prefix: str) -> ValidationFailed:
         else exc.field
     )
     return ValidationFailed(field or prefix, exc.message)
-
-
-def _check_url(value: str | None, field: str) -> None:
-    if value is None:
-        return
-    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
-        raise ValidationFailed(field, "must be an http(s) URL")
 
 
 async def rerun(services: Services, run_id: str) -> Run:

@@ -105,6 +105,11 @@ class WebhookSettings(BaseSettings):
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one webhook delivery attempt."
     )
+    webhook_deny_private: bool = Field(
+        default=False,
+        description="Refuse webhook URLs on private, loopback and other non-public addresses "
+        "(link-local and cloud-metadata addresses are always refused).",
+    )
 
 
 SECTIONS: dict[str, type[BaseSettings]] = {
