@@ -73,16 +73,18 @@ import tempfile
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 __all__ = [
     "MASK",
     "SECRET_HEADERS",
-    "base64_fragments",
     "WEAK_LENGTH",
+    "SealedInputs",
     "SecretMasker",
+    "base64_fragments",
     "encoded_variants",
     "option_secrets",
 ]
@@ -279,6 +281,79 @@ def option_secrets(headers: dict[str, Any] | None, proxy: dict[str, Any] | None)
     if isinstance(password, str) and password:
         found.append(password)
     return found
+
+
+@dataclass
+class SealedInputs:
+    """What a run keeps sealed until it ends: secret parameter values, secret header values
+    (by header name as given) and the proxy's password. `to_json` / `from_json` are the sealed
+    document; the flat `{name: value}` of older versions reads as parameters."""
+
+    parameters: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    proxy_password: str | None = None
+
+    FORMAT: ClassVar[int] = 2
+
+    def __bool__(self) -> bool:
+        return bool(self.parameters or self.headers or self.proxy_password)
+
+    def to_json(self) -> dict[str, Any]:
+        if not self:
+            return {}
+        data: dict[str, Any] = {"format": self.FORMAT, "parameters": self.parameters}
+        if self.headers:
+            data["headers"] = self.headers
+        if self.proxy_password is not None:
+            data["proxy_password"] = self.proxy_password
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SealedInputs:
+        if data.get("format") == cls.FORMAT and isinstance(data.get("parameters"), dict):
+            password = data.get("proxy_password")
+            return cls(
+                parameters={str(k): str(v) for k, v in data["parameters"].items()},
+                headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
+                proxy_password=str(password) if password is not None else None,
+            )
+        return cls(parameters={str(k): str(v) for k, v in data.items()})
+
+    @classmethod
+    def split_options(
+        cls, headers: dict[str, Any] | None, proxy: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, SealedInputs]:
+        """A run's options as stored (secret header values and the proxy's password replaced
+        by :data:`MASK`) and their secret parts, to seal."""
+        secret = cls()
+        stored_headers = None
+        if headers is not None:
+            stored_headers = {}
+            for name, value in headers.items():
+                if name.lower() in SECRET_HEADERS and isinstance(value, str) and value:
+                    secret.headers[name] = value
+                    stored_headers[name] = MASK
+                else:
+                    stored_headers[name] = value
+        stored_proxy = None
+        if proxy is not None:
+            stored_proxy = dict(proxy)
+            password = proxy.get("password")
+            if isinstance(password, str) and password:
+                secret.proxy_password = password
+                stored_proxy["password"] = MASK
+        return stored_headers, stored_proxy, secret
+
+    def restore_options(
+        self, headers: dict[str, Any] | None, proxy: dict[str, Any] | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Stored options with their sealed secrets put back (a value still :data:`MASK` is
+        one that was not kept)."""
+        if headers is not None:
+            headers = {**headers, **{k: v for k, v in self.headers.items() if k in headers}}
+        if proxy is not None and self.proxy_password is not None and "password" in proxy:
+            proxy = {**proxy, "password": self.proxy_password}
+        return headers, proxy
 
 
 def _basic_credentials(token: str) -> list[str]:

@@ -81,6 +81,12 @@ class ServiceSettings(BaseSettings):
             "(Fernet key; default: generated once into secret.key in the data directory)."
         ),
     )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="Largest file POST /api/v1/uploads and `glassbox run --param NAME=@FILE` "
+        "accept (bytes).",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL users reach the API at, used in reproduce snippets (default: "

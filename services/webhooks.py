@@ -96,7 +96,10 @@ ALWAYS_DENIED = (
 """Never a webhook target, whatever the settings."""
 
 
-def _denied(address: ipaddress.IPv4Address | ipaddress.IPv6Address, deny_private: bool) -> str | None:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _denied(address: Address, deny_private: bool) -> str | None:
     """Why a webhook may not go to `address`, or None."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
@@ -136,7 +139,7 @@ def check_target(url: str, *, deny_private: bool, field: str = "webhook_url") ->
         raise ValidationFailed(field, f"refused target: {reason}")
 
 
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _literal_address(host: str) -> Address | None:
     """The address a host written as a number stands for, in any form the resolver takes
     (`169.254.169.254`, `2852039166`, `0251.0376.0251.0376`, `[::ffff:a9fe:a9fe]`)."""
     try:

@@ -44,6 +44,7 @@ def test_short_values_get_no_base64_fragments_and_plain_text_is_left_alone() -> 
     masker = SecretMasker([SECRET])
     text = "The quick brown fox jumps over the lazy dog. " * 20
     assert masker.mask_text(text) == text
-    assert masker.mask_text(base64.b64encode(text.encode()).decode()) == base64.b64encode(
-        text.encode()
-    ).decode()
+    assert (
+        masker.mask_text(base64.b64encode(text.encode()).decode())
+        == base64.b64encode(text.encode()).decode()
+    )

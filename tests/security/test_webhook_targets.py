@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -44,9 +44,9 @@ PRIVATE = ["http://10.1.2.3/hook", "http://192.168.0.10:9000/hook", "http://[fd1
 
 
 class _Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[str] = []
+    received: ClassVar[list[str]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         type(self).received.append(self.path)
         self.send_response(204)
@@ -128,9 +128,9 @@ def test_a_name_resolving_to_a_denied_address_is_refused_at_delivery(
         assert wait_status(client, run_id)["status"] == "completed"
 
         def attempts() -> list[dict[str, Any]]:
-            items: list[dict[str, Any]] = client.get(
-                f"/runs/{run_id}/webhook-deliveries"
-            ).json()["items"]
+            items: list[dict[str, Any]] = client.get(f"/runs/{run_id}/webhook-deliveries").json()[
+                "items"
+            ]
             return items
 
         made = wait_until(attempts, timeout=30, what="a delivery attempt")
