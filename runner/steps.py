@@ -266,10 +266,13 @@ async def run_step(
             paths = [await _upload_path(f, env) for f in files]
             await handle.set_input_files(paths, timeout=timeout)
             names = ", ".join(Path(p).name for p in paths)
+            # A run's uploaded input is a file of the same name beside the script.
+            pairs = zip(files, paths, strict=True)
+            shown = [Path(p).name if is_upload_id(f) else p for f, p in pairs]
             return Outcome(
                 target=found.target,
                 value=env.mask(names),
-                code=[f"{found.code}.set_input_files({py([str(p) for p in paths])})"],
+                code=[f"{found.code}.set_input_files({py(shown)})"],
                 box_of=handle,
             )
         if isinstance(args, DownloadArgs):

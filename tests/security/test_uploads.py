@@ -126,6 +126,9 @@ def test_an_uploaded_file_reaches_the_page_and_is_the_run_s_input(
     inputs = [a for a in record["artifacts"] if a["kind"] == "input"]
     assert [(a["name"], a["sha256"]) for a in inputs] == [("report.pdf", upload["sha256"])]
     assert httpx.get(served.base_url + inputs[0]["url"], timeout=30).content == PDF
+    # The generated script uploads a file of that name beside it, not a path of the worker.
+    code = client.get(f"/runs/{record['id']}/code").text
+    assert "set_input_files(['report.pdf'])" in code, code
 
 
 def test_a_file_inside_the_upload_dir_reaches_the_page(
