@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import time
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +50,28 @@ def test_short_values_get_no_base64_fragments_and_plain_text_is_left_alone() -> 
         masker.mask_text(base64.b64encode(text.encode()).decode())
         == base64.b64encode(text.encode()).decode()
     )
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64])
+def test_files_are_masked_in_any_case_and_base64_across_chunk_boundaries(
+    tmp_path: Path, chunk_size: int
+) -> None:
+    masker = SecretMasker([SECRET])
+    blob = base64.b64encode(f"ab{SECRET}!".encode())
+    for offset in range(0, 40, 3):
+        path = tmp_path / f"log-{chunk_size}-{offset}.txt"
+        pad = b"x" * offset
+        path.write_bytes(pad + SECRET.upper().encode() + b"|" + blob + b"|" + pad)
+        masker.mask_file(path, chunk_size=chunk_size)
+        masked = path.read_bytes()
+        assert SECRET.upper().encode() not in masked
+        assert not any(f.encode() in masked for f in base64_fragments(SECRET))
+        assert masked.startswith(pad + MASK.encode() + b"|") and masked.endswith(b"|" + pad)
+
+
+def test_masking_a_large_base64_blob_stays_fast() -> None:
+    blob = base64.b64encode(bytes(range(256)) * 20_000).decode()  # ~6.8 MB
+    masker = SecretMasker([SECRET, "another-secret-value", "x9-third"])
+    started = time.perf_counter()
+    assert masker.mask_text(blob) == blob
+    assert time.perf_counter() - started < 10  # about 0.5 s on a quiet machine
