@@ -10,7 +10,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api import artifacts, errors, live, runs, schedules, triggers, webhooks, workflows
+from api import (
+    artifacts,
+    errors,
+    live,
+    runs,
+    schedules,
+    triggers,
+    uploads,
+    webhooks,
+    workflows,
+)
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
@@ -80,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(webhooks.router)
     api.include_router(schedules.router)
     api.include_router(triggers.router)
+    api.include_router(uploads.router)
 
     @api.get("/health", tags=["service"], summary="Liveness and the worker count")
     async def health() -> dict[str, Any]:

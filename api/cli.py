@@ -18,6 +18,7 @@ from api.records import run_record
 from services.backends import Services, open_services
 from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
 from services.settings import Settings
+from services.uploads import upload_local_files
 from services.workflows import load_workflow_file
 from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
@@ -83,6 +84,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = _parse_params(args.param or [])
     services = open_services(settings)
     try:
+        overrides = await upload_local_files(services, workflow, overrides)
         inputs = inputs_for(services, workflow, overrides)
         # This process runs it: no worker is woken. Status changes are still announced, so a
         # `glassbox serve` on the same PostgreSQL database shows the run live.
@@ -280,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a workflow file in this process")
     run.add_argument("flow", help="workflow file (YAML or JSON)")
     run.add_argument(
-        "--param", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)"
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="set a parameter (repeatable); a file parameter takes @PATH",
     )
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
-from api.schemas import RunCreate, RunDuplicate
+from api.schemas import RunCreate, RunDuplicate, RunRerun
 from services import runs
 from storage.artifacts import list_artifacts
 from storage.models import Run
@@ -86,15 +86,30 @@ async def cancel(run_id: str, services: ServicesDep, session: SessionDep) -> dic
 
 
 @router.post("/runs/{run_id}/rerun", status_code=201, summary="Run again with the same inputs")
-async def rerun(run_id: str, services: ServicesDep) -> dict[str, Any]:
-    return public_record(await runs.rerun(services, run_id), [])
+async def rerun(run_id: str, services: ServicesDep, body: RunRerun | None = None) -> dict[str, Any]:
+    given = body or RunRerun()
+    new = await runs.rerun(
+        services,
+        run_id,
+        parameters=given.parameters,
+        extra_http_headers=given.extra_http_headers,
+        proxy_password=given.proxy_password,
+    )
+    return public_record(new, [])
 
 
 @router.post(
     "/runs/{run_id}/duplicate", status_code=201, summary="Run again with edited parameters"
 )
 async def duplicate(run_id: str, body: RunDuplicate, services: ServicesDep) -> dict[str, Any]:
-    new = await runs.duplicate_run(services, run_id, parameters=body.parameters, title=body.title)
+    new = await runs.duplicate_run(
+        services,
+        run_id,
+        parameters=body.parameters,
+        title=body.title,
+        extra_http_headers=body.extra_http_headers,
+        proxy_password=body.proxy_password,
+    )
     return public_record(new, [])
 
 

@@ -79,6 +79,32 @@ class RunDuplicate(BaseModel):
         default_factory=dict, description="Parameters to change; the others are kept."
     )
     title: str | None = Field(default=None, max_length=500)
+    extra_http_headers: dict[str, str] | None = Field(
+        default=None,
+        description="Values of the run's secret headers (Authorization, Cookie, …): they are "
+        "not kept after a run ends.",
+    )
+    proxy_password: str | None = Field(
+        default=None, description="The proxy's password: it is not kept after a run ends."
+    )
+
+
+class RunRerun(BaseModel):
+    """Optional: the secrets of a finished run, which are not kept after it ends."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"parameters": {"password": "…"}}]},
+    )
+
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values of the run's secret parameters (others may be changed too).",
+    )
+    extra_http_headers: dict[str, str] | None = Field(
+        default=None, description="Values of the run's secret headers."
+    )
+    proxy_password: str | None = Field(default=None, description="The proxy's password.")
 
 
 class WorkflowCreate(BaseModel):

@@ -5,7 +5,6 @@ with its video offset and the screenshot of its effect, and its lines of generat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from runner.context import RunContext
 from runner.errors import step_failure
@@ -39,7 +38,7 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
         mask=ctx.masker.mask_text,
         step_timeout_ms=ctx.settings.step_timeout_ms,
         navigation_timeout_ms=ctx.settings.navigation_timeout_ms,
-        upload_dir=Path.cwd(),
+        upload_dir=ctx.settings.upload_dir,
     )
     try:
         outcome = await run_step(call.verb, call.args, call.raw, env, call.located)

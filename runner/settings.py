@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -93,6 +94,12 @@ class RunnerSettings(BaseSettings):
     )
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations automatically at start-up."
+    )
+    upload_dir: Path | None = Field(
+        default=None,
+        description="Directory of server files that upload steps may give a page (paths "
+        "relative to it, or absolute inside it). Unset: none; uploads come from type: file "
+        "parameters only.",
     )
 
     @property

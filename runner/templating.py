@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,7 +12,8 @@ from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel
 
-from runner.workflow import ActionBlock, ExtractBlock, GoalBlock, GotoArgs, Workflow
+from runner.uploads import PathRefused, is_upload_id, server_path
+from runner.workflow import ActionBlock, ExtractBlock, GoalBlock, GotoArgs, UploadArgs, Workflow
 from storage.errors import ValidationFailed
 
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -33,6 +35,12 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValidationFailed(where, f"expected a string, got {type(value).__name__}")
         return str(value)
+    if kind == "file":
+        if not isinstance(value, str) or not is_upload_id(value.strip()):
+            raise ValidationFailed(
+                where, "expected an uploaded file's id (upl_…, from POST /api/v1/uploads)"
+            )
+        return value.strip()
     if kind == "boolean":
         if isinstance(value, bool):
             return value
@@ -96,6 +104,11 @@ class Inputs:
     url: str | None
     allowed_schemes: tuple[str, ...] = ("http", "https")
     masked: dict[str, Any] = field(default_factory=dict)
+    # The run's browser options in clear, secret headers and proxy password included (they are
+    # stored sealed; see runner.resources.inputs_of). None: the run's stored options.
+    extra_http_headers: dict[str, Any] | None = None
+    proxy: dict[str, Any] | None = None
+    upload_dir: Path | None = None  # GLASSBOX_UPLOAD_DIR: server files `upload` steps may use
 
     @property
     def secret_values(self) -> list[str]:
@@ -137,6 +150,7 @@ def resolve_inputs(
     overrides: dict[str, Any],
     *,
     allowed_schemes: tuple[str, ...] = ("http", "https"),
+    upload_dir: Path | None = None,
 ) -> Inputs:
     """Types, defaults and required parameters; then every template is rendered once."""
     from runner.secrets import MASK
@@ -163,12 +177,30 @@ def resolve_inputs(
         secret_names=secret_names,
         url=url,
         allowed_schemes=allowed_schemes,
+        upload_dir=upload_dir,
         masked={k: (MASK if k in secret_names and v is not None else v) for k, v in values.items()},
     )
     if url is not None:
         inputs.check_url(url, "url")
     check_templates(workflow, inputs)
     return inputs
+
+
+def check_upload_files(workflow: Workflow, inputs: Inputs, args: UploadArgs, where: str) -> None:
+    """An upload step's files, rendered: a file parameter's upload, or a path inside the
+    upload directory (its existence is checked when the step runs, on the worker)."""
+    files = [args.file] if isinstance(args.file, str) else list(args.file)
+    uploads = {inputs.values.get(name) for name in workflow.file_names}
+    for i, file in enumerate(files):
+        at = where if isinstance(args.file, str) else f"{where}[{i}]"
+        if file in uploads:
+            continue
+        if is_upload_id(file):
+            raise ValidationFailed(at, f"{file} is not the value of a file parameter of this run")
+        try:
+            server_path(file, inputs.upload_dir)
+        except PathRefused as exc:
+            raise ValidationFailed(at, str(exc)) from None
 
 
 def check_templates(workflow: Workflow, inputs: Inputs) -> None:
@@ -180,6 +212,8 @@ def check_templates(workflow: Workflow, inputs: Inputs) -> None:
                 rendered = inputs.render_model(step.args, at)
                 if isinstance(rendered, GotoArgs):
                     inputs.check_url(rendered.url, f"{at}.url")
+                elif isinstance(rendered, UploadArgs):
+                    check_upload_files(workflow, inputs, rendered, f"{at}.file")
         elif isinstance(block, GoalBlock):
             inputs.render(block.goal, f"{where}.goal")
         elif isinstance(block, ExtractBlock) and block.instruction:

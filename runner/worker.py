@@ -301,13 +301,14 @@ class Worker:
                     f"worker {run.worker_id} vanished: no heartbeat since {seen} "
                     f"(lease of {self.options.lease_s:g} s expired)"
                 )
+                sealed = run.sealed_secrets  # dropped by the transition; the retry needs them
                 try:
                     await transition(
                         session=session, run_id=run_id, to=RunStatus.interrupted, reason=reason
                     )
                 except InvalidTransition:
                     continue
-                retry = await self._retry(session, run)
+                retry = await self._retry(session, run, sealed)
                 await session.commit()
             ended.append(run_id)
             await publish_status(self.notifier, run_id, RunStatus.interrupted)
@@ -315,7 +316,7 @@ class Worker:
                 await self.notifier.publish(QUEUE, retry)
         return ended
 
-    async def _retry(self, session: AsyncSession, run: Run) -> str | None:
+    async def _retry(self, session: AsyncSession, run: Run, sealed: str | None) -> str | None:
         if self.options.retry_interrupted <= 0:
             return None
         depth, child = 0, run
@@ -339,7 +340,7 @@ class Worker:
             proxy=run.proxy,
             extra_http_headers=run.extra_http_headers,
             run_with=run.run_with,
-            sealed_secrets=run.sealed_secrets,
+            sealed_secrets=sealed,
         )
         await transition(session=session, run_id=retry.id, to=RunStatus.queued)
         return retry.id

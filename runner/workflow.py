@@ -223,11 +223,30 @@ BLOCK_TYPES: dict[str, type[_Model]] = {
 
 
 class Parameter(_Model):
-    type: Literal["string", "number", "integer", "boolean"] = "string"
+    type: Literal["string", "number", "integer", "boolean", "file"] = "string"
     default: Any = None
     secret: bool = False
     description: str | None = None
     required: bool | None = None
+    # `type: file` only: what an uploaded file may be (".pdf", "application/pdf", "image/*")
+    # and how large.
+    accept: list[str] | None = None
+    max_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _file_options(self) -> Parameter:
+        if self.type != "file":
+            for name in ("accept", "max_bytes"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is only valid with type: file")
+        elif self.default is not None:
+            raise ValueError(
+                "a file parameter has no default: each run is given an uploaded file "
+                "(a file of the server is a path under GLASSBOX_UPLOAD_DIR in the step itself)"
+            )
+        elif self.secret:
+            raise ValueError("a file parameter cannot be secret")
+        return self
 
 
 class Workflow(_Model):
@@ -244,6 +263,10 @@ class Workflow(_Model):
     @property
     def secret_names(self) -> set[str]:
         return {name for name, p in self.parameters.items() if p.secret}
+
+    @property
+    def file_names(self) -> set[str]:
+        return {name for name, p in self.parameters.items() if p.type == "file"}
 
 
 # --- parsing ----------------------------------------------------------------------------------

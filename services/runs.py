@@ -9,18 +9,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runner.context import CardListener, RunnerEnv
 from runner.executor import RunExecution
-from runner.resources import inputs_of, runner_env
+from runner.resources import runner_env, sealed_inputs
+from runner.secrets import MASK, SealedInputs
 from runner.secrets import SECRET_HEADERS as SECRET_HEADERS  # for the API's masking
 from runner.templating import Inputs, resolve_inputs
 from runner.worker import run_to_end
 from runner.workflow import Workflow, parse_workflow, workflow_to_json
 from services.backends import Services
+from services.uploads import check_file_inputs, copy_inputs
+from services.webhooks import check_target
 from storage import runs as stored
 from storage.artifacts import list_artifacts
 from storage.errors import InvalidTransition, NotFound, ValidationFailed
@@ -132,7 +134,12 @@ async def set_status(
 
 def inputs_for(services: Services, workflow: Workflow, parameters: dict[str, Any]) -> Inputs:
     """The run's parameters typed, defaulted and checked, its templates rendered once."""
-    return resolve_inputs(workflow, parameters, allowed_schemes=services.runner.url_schemes)
+    return resolve_inputs(
+        workflow,
+        parameters,
+        allowed_schemes=services.runner.url_schemes,
+        upload_dir=services.runner.upload_dir,
+    )
 
 
 async def queue_run(
@@ -144,14 +151,19 @@ async def queue_run(
     wake_workers: bool = True,
     within: Callable[[AsyncSession, Run], Awaitable[None]] | None = None,
 ) -> Run:
-    """Stores the run as queued. Secret values travel sealed, for a worker in any process.
-    `wake_workers=False` for a run this process executes itself (`run_now`). `within` runs in
-    the transaction that stores the run (a schedule's compare-and-set): if it raises, no run."""
-    secrets = {
+    """Stores the run as queued. Secret values — parameters, secret headers, the proxy's
+    password — travel sealed, for a worker in any process, and are dropped when the run ends;
+    the run row keeps them masked. `wake_workers=False` for a run this process executes itself
+    (`run_now`): `inputs` then carries the options in clear. `within` runs in the transaction
+    that stores the run (a schedule's compare-and-set): if it raises, there is no run."""
+    headers, proxy, secrets = SealedInputs.split_options(options.extra_http_headers, options.proxy)
+    secrets.parameters = {
         name: str(inputs.values[name])
         for name in inputs.secret_names
         if inputs.values.get(name) is not None
     }
+    inputs.extra_http_headers, inputs.proxy = options.extra_http_headers, options.proxy
+    uploads = await check_file_inputs(services, workflow, inputs)
     async with services.db.session() as session:
         run = await stored.create_run(
             session=session,
@@ -163,13 +175,14 @@ async def queue_run(
             workflow_id=options.workflow_id,
             parent_run_id=options.parent_run_id,
             webhook_url=options.webhook_url,
-            proxy=options.proxy,
-            extra_http_headers=options.extra_http_headers,
+            proxy=proxy,
+            extra_http_headers=headers,
             run_with=options.run_with,
-            sealed_secrets=services.sealer.seal(secrets),
+            sealed_secrets=services.sealer.seal(secrets.to_json()),
         )
-        if within is not None:
+        if within is not None:  # first: a run that loses its race copies nothing
             await within(session, run)
+        await copy_inputs(services, session, run.id, uploads)
         run = await set_status(services, session=session, run_id=run.id, to=RunStatus.queued)
     if wake_workers:
         await services.notifier.publish(QUEUE, run.id)
@@ -204,7 +217,10 @@ async def queue_new_run(
         inputs = inputs_for(services, parsed, parameters)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
-    _check_url(options.webhook_url, "webhook_url")
+    if options.webhook_url is not None:
+        check_target(
+            options.webhook_url, deny_private=services.settings.webhooks.webhook_deny_private
+        )
     return await queue_run(services, parsed, inputs, options)
 
 
@@ -217,23 +233,48 @@ def _within(exc: ValidationFailed, prefix: str) -> ValidationFailed:
     return ValidationFailed(field or prefix, exc.message)
 
 
-def _check_url(value: str | None, field: str) -> None:
-    if value is None:
-        return
-    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
-        raise ValidationFailed(field, "must be an http(s) URL")
-
-
-async def rerun(services: Services, run_id: str) -> Run:
-    """A new run with the same workflow, inputs and options, `parent_run_id` set."""
-    return await _again(services, run_id, source=RunSource.rerun)
+async def rerun(
+    services: Services,
+    run_id: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    extra_http_headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
+) -> Run:
+    """A new run with the same workflow, inputs and options, `parent_run_id` set. Secret
+    values are not kept once a run has ended: a rerun of a finished run with secrets must be
+    given them again (`parameters`, the secret `extra_http_headers`, `proxy_password`), else
+    ValidationFailed names the first missing one and lists them all."""
+    return await _again(
+        services,
+        run_id,
+        source=RunSource.rerun,
+        given=parameters or {},
+        headers=extra_http_headers or {},
+        proxy_password=proxy_password,
+    )
 
 
 async def duplicate_run(
-    services: Services, run_id: str, *, parameters: dict[str, Any], title: str | None = None
+    services: Services,
+    run_id: str,
+    *,
+    parameters: dict[str, Any],
+    title: str | None = None,
+    extra_http_headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
 ) -> Run:
-    """A new run like `run_id` with some parameters changed (the others kept)."""
-    return await _again(services, run_id, source=RunSource.api, changes=parameters, title=title)
+    """A new run like `run_id` with some parameters changed (the others kept); secrets as
+    for `rerun`."""
+    return await _again(
+        services,
+        run_id,
+        source=RunSource.api,
+        changes=parameters,
+        title=title,
+        headers=extra_http_headers or {},
+        proxy_password=proxy_password,
+    )
 
 
 async def _again(
@@ -242,21 +283,66 @@ async def _again(
     *,
     source: RunSource,
     changes: dict[str, Any] | None = None,
+    given: dict[str, Any] | None = None,
     title: str | None = None,
+    headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
-    workflow, inputs = inputs_of(services, run)
-    values = dict(inputs.values)
-    if changes:
-        values.update(changes)
-    elif inputs.url:
-        values["url"] = inputs.url
+    workflow = parse_workflow(run.definition)
+    sealed = sealed_inputs(services, run)
+    values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
+    values.update(sealed.parameters)
+    values.update(given or {})
+    if run.definition.get("url"):
+        values.setdefault("url", run.definition["url"])
+    values.update(changes or {})
+    extra_http_headers, proxy = sealed.restore_options(run.extra_http_headers, run.proxy)
+    unknown = sorted(set(headers or {}) - set(extra_http_headers or {}))
+    if unknown:
+        raise ValidationFailed(
+            f"extra_http_headers.{unknown[0]}", "not a header of this run (give only its secrets)"
+        )
+    if extra_http_headers is not None:
+        extra_http_headers = {**extra_http_headers, **(headers or {})}
+    if proxy is not None and proxy_password is not None:
+        proxy = {**proxy, "password": proxy_password}
+    _require_secrets(workflow, run, values, extra_http_headers, proxy)
     inputs = inputs_for(services, workflow, values)
     options = replace(
-        RunOptions.of(run), source=source, parent_run_id=run.id, title=title or run.title
+        RunOptions.of(run),
+        source=source,
+        parent_run_id=run.id,
+        title=title or run.title,
+        extra_http_headers=extra_http_headers,
+        proxy=proxy,
     )
     return await queue_run(services, workflow, inputs, options)
+
+
+def _require_secrets(
+    workflow: Workflow,
+    run: Run,
+    values: dict[str, Any],
+    headers: dict[str, Any] | None,
+    proxy: dict[str, Any] | None,
+) -> None:
+    """Refuses to start again without the secrets the run had: they are not kept once a
+    run has ended (a masked stored default is no value either)."""
+    missing = [
+        f"parameters.{name}"
+        for name in sorted(workflow.secret_names)
+        if (run.parameters or {}).get(name) is not None and values.get(name) in (None, MASK)
+    ]
+    missing += [f"extra_http_headers.{k}" for k, v in (headers or {}).items() if v == MASK]
+    if (proxy or {}).get("password") == MASK:
+        missing.append("proxy_password")
+    if missing:
+        raise ValidationFailed(
+            missing[0],
+            "secret values are not kept after a run ends; give them again: " + ", ".join(missing),
+        )
 
 
 # --- executing here ------------------------------------------------------------------------

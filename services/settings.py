@@ -87,6 +87,12 @@ class ServiceSettings(BaseSettings):
             "(Fernet key; default: generated once into secret.key in the data directory)."
         ),
     )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="Largest file POST /api/v1/uploads and `glassbox run --param NAME=@FILE` "
+        "accept (bytes).",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL users reach the API at, used in reproduce snippets (default: "
@@ -110,6 +116,11 @@ class WebhookSettings(BaseSettings):
     )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one webhook delivery attempt."
+    )
+    webhook_deny_private: bool = Field(
+        default=False,
+        description="Refuse webhook URLs on private, loopback and other non-public addresses "
+        "(link-local and cloud-metadata addresses are always refused).",
     )
 
 

@@ -225,6 +225,21 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Upload(Base):
+    """A file sent to `POST /api/v1/uploads`, for a run's `type: file` parameter (the run gets
+    its own copy, an `input` artifact). Bytes under uploads/<id>/<name>."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

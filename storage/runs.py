@@ -109,6 +109,8 @@ async def transition(
     elif to in TERMINAL_STATUSES:
         run.finished_at = now
         run.lease_expires_at = None
+        # Nothing may open the run's secrets any more: a rerun is given them again.
+        run.sealed_secrets = None
         if run.webhook_url:  # delivered by the webhook dispatcher of any API process
             run.webhook_state = "pending"
             run.webhook_next_at = now

@@ -85,6 +85,8 @@ PROTECTED: frozenset[Key] = frozenset(
         ("GET", "/api/v1/triggers"),
         ("GET", "/api/v1/triggers/{trigger_id}"),
         ("DELETE", "/api/v1/triggers/{trigger_id}"),
+        ("POST", "/api/v1/uploads"),
+        ("GET", "/api/v1/uploads/{upload_id}"),
     }
 )
 
@@ -208,6 +210,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
             for run in runs:
                 record = wait_status(client, run["id"], timeout=90)
                 assert record["status"] == "completed", record["failure_reason"]
+            upload = client.post("/uploads", files={"file": ("note.txt", b"route guard")})
+            assert upload.status_code == 201, upload.text
             trigger_ids = []
             for workflow_id in saved:
                 answer = client.post(f"/workflows/{workflow_id}/triggers", json={})
@@ -240,6 +244,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
                 "artifact_id": code[0]["id"],
                 "schedule_id": schedules[0],
                 "trigger_id": trigger_ids[0],
+                "upload_id": upload.json()["id"],
             },
             victims={
                 "run_id": runs[1]["id"],

@@ -22,7 +22,13 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from runner.secrets import MASK, WEAK_LENGTH, SecretMasker, encoded_variants
+from runner.secrets import (
+    MASK,
+    WEAK_LENGTH,
+    SecretMasker,
+    base64_fragments,
+    encoded_variants,
+)
 
 # Special characters so that URL, form, JSON and HTML encodings all differ from the raw value.
 SECRET = "s3cr3t-P@ss w/rd&x=1"
@@ -197,14 +203,18 @@ def test_mask_obj_keys_values_nesting_and_numbers() -> None:
     assert obj[SECRET] == "key"  # the input is not modified
 
 
-def test_mask_obj_base64_tokens_only_when_asked() -> None:
+def test_mask_obj_base64_whole_tokens_decoded_when_asked_fragments_always() -> None:
     masker = SecretMasker([SECRET])
     basic = "Basic " + FORMS["basic_auth"].decode()
     whole = FORMS["base64"].decode()
     data_url = "data:text/plain;base64," + base64.b64encode(b"pw=" + SECRET.encode()).decode()
     jwt_part = base64.urlsafe_b64encode(json.dumps({"p": SECRET}).encode()).decode().rstrip("=")
     obj = {"auth": basic, "blob": whole, "url": data_url, "jwt": f"eyJhbGciOiJub25lIn0.{jwt_part}."}
-    assert masker.mask_obj(obj) == obj
+    # Without decoding, the value's base64 is still cut out of every token (not re-encoded).
+    plain = masker.mask_obj(obj)
+    for key, value in plain.items():
+        assert MASK in value, key
+        assert not any(f in value for f in base64_fragments(SECRET)), key
     masked = masker.mask_obj(obj, decode_base64=True)
     assert base64.b64decode(masked["auth"].split()[1]) == f"{USER}:{MASK}".encode()
     assert base64.b64decode(masked["blob"]) == MASK.encode()

@@ -1,7 +1,7 @@
 """schedules and triggers
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 14:05:00.000000
 """
 from alembic import op
@@ -11,7 +11,7 @@ from storage.models import UTCDateTime
 
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
