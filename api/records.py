@@ -43,6 +43,8 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "parent_run_id": run.parent_run_id,
         "schedule_id": run.schedule_id,
         "trigger_id": run.trigger_id,
+        "tags": list(run.tags or []),
+        "metadata": run.run_metadata or {},
         "created_at": iso(run.created_at),
         "queued_at": iso(run.queued_at),
         "started_at": iso(run.started_at),

@@ -14,7 +14,7 @@ from api.schemas import RunCreate, RunDuplicate, RunRerun
 from services import runs
 from storage.artifacts import list_artifacts
 from storage.models import Run
-from storage.runs import get_run
+from storage.runs import RunFilter, get_run
 from storage.timeline import list_cards
 
 router = APIRouter(tags=["runs"])
@@ -36,23 +36,26 @@ async def create_run_endpoint(body: RunCreate, services: ServicesDep) -> dict[st
 async def list_runs(
     services: ServicesDep,
     status: str | None = Query(default=None, description="One status or several, comma-separated"),
-    workflow_id: str | None = None,
-    source: str | None = None,
+    workflow_id: str | None = Query(default=None, max_length=40),
+    source: str | None = Query(default=None, max_length=20),
     q: str | None = Query(default=None, description="Text in the title or the run id"),
+    tag: str | None = Query(default=None, max_length=64, description="Runs with this tag"),
+    schedule_id: str | None = Query(default=None, max_length=40),
+    trigger_id: str | None = Query(default=None, max_length=40),
     archived: bool = False,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    page = await runs.list_runs(
-        services,
-        status=status,
+    where = RunFilter(
         workflow_id=workflow_id,
         source=source,
-        q=q,
+        text=q,
         archived=archived,
-        limit=limit,
-        cursor=cursor,
+        tag=tag,
+        schedule_id=schedule_id,
+        trigger_id=trigger_id,
     )
+    page = await runs.list_runs(services, status=status, where=where, limit=limit, cursor=cursor)
     return {
         "items": [public_record(r, []) for r in page.items],
         "next_cursor": page.next_cursor,

@@ -50,6 +50,10 @@ class ScheduleBody(BaseModel):
         description="After fire times were missed (nothing ran): skip them, or run once.",
     )
     enabled: bool | None = None
+    tags: list[str] | None = Field(default=None, description="Tags of the runs it makes.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Metadata of the runs it makes."
+    )
 
     def spec(self) -> ScheduleSpec:
         return ScheduleSpec(**self.model_dump())
@@ -86,6 +90,8 @@ async def record(services: Services, schedule: Schedule) -> dict[str, Any]:
         "last_run": last_run,
         "last_error": schedule.last_error,
         "skipped": schedule.skipped,
+        "tags": list(schedule.tags or []),
+        "metadata": schedule.run_metadata or {},
         "created_at": iso(schedule.created_at),
         "updated_at": iso(schedule.updated_at),
     }

@@ -42,6 +42,8 @@ class RunCreate(BaseModel):
                     "workflow": EXAMPLE_WORKFLOW,
                     "parameters": {"query": "desk lamp"},
                     "webhook_url": "https://example.com/hooks/glassbox",
+                    "tags": ["nightly", "shop"],
+                    "metadata": {"ticket": "OPS-42"},
                 }
             ]
         },
@@ -60,6 +62,12 @@ class RunCreate(BaseModel):
     )
     extra_http_headers: dict[str, str] | None = None
     run_with: Literal["agent", "code"] = "agent"
+    tags: list[str] = Field(
+        default_factory=list, description="Labels to find the run by (`GET /runs?tag=`)."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="A small JSON object kept with the run (up to 8 KiB)."
+    )
 
     def options(self) -> RunOptions:
         return RunOptions(

@@ -41,6 +41,10 @@ class TriggerCreate(BaseModel):
         default=False,
         description="Calls must be signed (X-Glassbox-Signature); the secret is shown once.",
     )
+    tags: list[str] = Field(default_factory=list, description="Tags of the runs it starts.")
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Metadata of the runs it starts."
+    )
 
 
 def hook_url(trigger_id: str) -> str:
@@ -60,6 +64,8 @@ def record(trigger: Trigger) -> dict[str, Any]:
         "fire_count": trigger.fire_count,
         "last_fired_at": iso(trigger.last_fired_at),
         "last_run_id": trigger.last_run_id,
+        "tags": list(trigger.tags or []),
+        "metadata": trigger.run_metadata or {},
         "created_at": iso(trigger.created_at),
     }
 
@@ -79,7 +85,13 @@ def created(made: CreatedTrigger) -> dict[str, Any]:
 )
 async def create(workflow_id: str, body: TriggerCreate, services: ServicesDep) -> dict[str, Any]:
     made = await triggers.create_trigger(
-        services, workflow_id, name=body.name, parameters=body.parameters, signed=body.signed
+        services,
+        workflow_id,
+        name=body.name,
+        parameters=body.parameters,
+        signed=body.signed,
+        tags=body.tags,
+        metadata=body.metadata,
     )
     return created(made)
 

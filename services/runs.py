@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -69,6 +71,8 @@ class RunOptions:
     proxy: dict[str, Any] | None = None
     extra_http_headers: dict[str, Any] | None = None
     run_with: str = "agent"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
 
     REQUESTED: ClassVar[tuple[str, ...]] = (
         "title",
@@ -77,7 +81,13 @@ class RunOptions:
         "proxy",
         "extra_http_headers",
         "run_with",
+        "tags",
+        "metadata",
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", check_tags(self.tags))
+        check_metadata(self.metadata)
 
     @classmethod
     def of(cls, run: Run) -> RunOptions:
@@ -92,7 +102,57 @@ class RunOptions:
             proxy=run.proxy,
             extra_http_headers=run.extra_http_headers,
             run_with=run.run_with,
+            tags=tuple(run.tags or ()),
+            metadata=run.run_metadata or None,
         )
+
+
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/=-]{0,63}")
+MAX_TAGS = 20
+MAX_METADATA_BYTES = 8192
+MAX_METADATA_DEPTH = 5
+
+
+def check_tags(tags: Any, field: str = "tags") -> tuple[str, ...]:
+    """Tags as given, deduplicated in order; refusals name the tag."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+        raise ValidationFailed(field, "a list of tags")
+    if len(tags) > MAX_TAGS:
+        raise ValidationFailed(field, f"at most {MAX_TAGS} tags")
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str) or not TAG.fullmatch(tag):
+            raise ValidationFailed(
+                f"{field}[{i}]",
+                "a tag is 1 to 64 letters, digits and _ . : / = - (starting with a letter or "
+                "digit)",
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def check_metadata(metadata: Any, field: str = "metadata") -> None:
+    """A small JSON object: at most MAX_METADATA_BYTES serialized, MAX_METADATA_DEPTH deep."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise ValidationFailed(field, "a JSON object")
+
+    def depth(value: Any) -> int:
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        return 0
+
+    if depth(metadata) > MAX_METADATA_DEPTH:
+        raise ValidationFailed(field, f"at most {MAX_METADATA_DEPTH} levels deep")
+    try:
+        size = len(json.dumps(metadata, allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise ValidationFailed(field, "plain JSON values only") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValidationFailed(field, f"at most {MAX_METADATA_BYTES} bytes as JSON")
 
 
 @dataclass(frozen=True)
@@ -179,6 +239,8 @@ async def queue_run(
             extra_http_headers=headers,
             run_with=options.run_with,
             sealed_secrets=services.sealer.seal(secrets.to_json()),
+            tags=list(options.tags),
+            metadata=options.metadata,
         )
         if within is not None:  # first: a run that loses its race copies nothing
             await within(session, run)
@@ -414,17 +476,15 @@ async def list_runs(
     services: Services,
     *,
     status: str | None = None,
-    workflow_id: str | None = None,
-    source: str | None = None,
-    q: str | None = None,
-    archived: bool = False,
+    where: stored.RunFilter | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> RunPage:
     """Newest first, `limit` at a time; `status` one status or several, comma-separated;
-    `q` text in the title or a run id; `cursor` the previous page's `next_cursor`."""
-    if source and source not in RunSource.__members__:
-        raise ValidationFailed("source", f"unknown source {source!r}", location="query")
+    `where` the other filters; `cursor` the previous page's `next_cursor`."""
+    where = where or stored.RunFilter()
+    if where.source and where.source not in RunSource.__members__:
+        raise ValidationFailed("source", f"unknown source {where.source!r}", location="query")
     statuses: list[str] | None = None
     if status:
         statuses = [s.strip() for s in status.split(",") if s.strip()]
@@ -434,18 +494,9 @@ async def list_runs(
     before = _decode_cursor(cursor) if cursor else None
     async with services.db.session() as session:
         rows = await stored.list_runs(
-            session=session,
-            limit=limit + 1,
-            statuses=statuses,
-            workflow_id=workflow_id,
-            source=source,
-            text=q,
-            archived=archived,
-            before=before,
+            session=session, limit=limit + 1, statuses=statuses, where=where, before=before
         )
-        found = await stored.count_by_status(
-            session=session, workflow_id=workflow_id, source=source, text=q, archived=archived
-        )
+        found = await stored.count_by_status(session=session, where=where)
     counts = {s.value: 0 for s in RunStatus}
     counts.update(found)
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runner.workflow import parse_workflow
 from services.backends import Services
-from services.runs import RunOptions, inputs_for, queue_run
+from services.runs import RunOptions, check_metadata, check_tags, inputs_for, queue_run
 from storage import schedules as stored
 from storage.errors import GlassboxError, NotFound, ValidationFailed
 from storage.models import Run, Schedule, utcnow
@@ -46,6 +46,8 @@ class ScheduleSpec:
     parameters: dict[str, Any] | None = None
     catch_up: str | None = None
     enabled: bool | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -124,6 +126,11 @@ def _apply(schedule: Schedule, spec: ScheduleSpec, now: datetime, *, creating: b
         schedule.parameters = spec.parameters
     if spec.enabled is not None:
         schedule.enabled = spec.enabled
+    if spec.tags is not None:
+        schedule.tags = list(check_tags(spec.tags))
+    if spec.metadata is not None:
+        check_metadata(spec.metadata)
+        schedule.run_metadata = spec.metadata
     if kinds or spec.timezone is not None or spec.enabled is not None or creating:
         schedule.next_fire_at = first_fire(schedule, now) if schedule.enabled else None
 
@@ -144,7 +151,13 @@ async def _check_parameters(
 async def create_schedule(services: Services, workflow_id: str, spec: ScheduleSpec) -> Schedule:
     now = utcnow()
     schedule = Schedule(
-        workflow_id=workflow_id, timezone="UTC", catch_up="skip", enabled=True, parameters={}
+        workflow_id=workflow_id,
+        timezone="UTC",
+        catch_up="skip",
+        enabled=True,
+        parameters={},
+        tags=[],
+        run_metadata={},
     )
     _apply(schedule, spec, now, creating=True)
     async with services.db.session() as session:
@@ -167,6 +180,8 @@ async def create_schedule(services: Services, workflow_id: str, spec: ScheduleSp
                     "catch_up",
                     "enabled",
                     "next_fire_at",
+                    "tags",
+                    "run_metadata",
                 )
             },
         )
@@ -308,7 +323,11 @@ async def _fire(services: Services, schedule: Schedule, now: datetime) -> str | 
             log.error("schedule %s made no run: %s", schedule.id, exc)
         return None
     options = RunOptions(
-        source=RunSource.schedule, workflow_id=schedule.workflow_id, title=schedule.title
+        source=RunSource.schedule,
+        workflow_id=schedule.workflow_id,
+        title=schedule.title,
+        tags=tuple(schedule.tags or ()),
+        metadata=schedule.run_metadata or None,
     )
     try:
         run = await queue_run(services, workflow, inputs, options, within=take)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from runner.templating import check_template, render_template
 from runner.workflow import parse_workflow
 from services.backends import Services
-from services.runs import RunOptions, inputs_for, queue_run
+from services.runs import RunOptions, check_metadata, check_tags, inputs_for, queue_run
 from services.webhooks import sign
 from storage import triggers as stored
 from storage.errors import NotFound, TriggerRefused, ValidationFailed
@@ -53,7 +53,11 @@ async def create_trigger(
     name: str | None,
     parameters: dict[str, Any],
     signed: bool,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> CreatedTrigger:
+    checked_tags = list(check_tags(tags))
+    check_metadata(metadata)
     async with services.db.session() as session:
         try:
             saved = await get_workflow(session=session, workflow_id=workflow_id)
@@ -80,6 +84,8 @@ async def create_trigger(
             parameters=parameters,
             sealed_hmac_secret=services.sealer.seal({"hmac": hmac_secret}) if hmac_secret else None,
             enabled=True,
+            tags=checked_tags,
+            run_metadata=metadata or {},
         )
         await session.commit()
     return CreatedTrigger(trigger=trigger, token=token, hmac_secret=hmac_secret)
@@ -156,5 +162,10 @@ async def fire(
         run.trigger_id = trigger.id
         await stored.record_fire(session=session, trigger_id=trigger.id, run_id=run.id)
 
-    options = RunOptions(source=RunSource.webhook, workflow_id=trigger.workflow_id)
+    options = RunOptions(
+        source=RunSource.webhook,
+        workflow_id=trigger.workflow_id,
+        tags=tuple(trigger.tags or ()),
+        metadata=trigger.run_metadata or None,
+    )
     return await queue_run(services, workflow, inputs, options, within=mark)

@@ -97,6 +97,8 @@ class Schedule(Base):
     last_run_id: Mapped[str | None] = mapped_column(String(40))
     skipped: Mapped[int] = mapped_column(Integer, default=0)  # fire times missed and skipped
     last_error: Mapped[str | None] = mapped_column(Text)  # why the last fire made no run
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # of the runs it makes
+    run_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -121,6 +123,8 @@ class Trigger(Base):
     fire_count: Mapped[int] = mapped_column(Integer, default=0)
     last_fired_at: Mapped[datetime | None] = mapped_column()
     last_run_id: Mapped[str | None] = mapped_column(String(40))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # of the runs it starts
+    run_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -137,6 +141,10 @@ class Run(Base):
     parent_run_id: Mapped[str | None] = mapped_column(String(40))
     schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: schedule
     trigger_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: webhook
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # + run_tags
+    run_metadata: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default="{}"
+    )
     # The workflow as submitted (secret defaults masked) and the run's parameters (masked).
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -180,6 +188,15 @@ class Run(Base):
         Index("ix_runs_archived_created_id", "archived", "created_at", "id"),
         Index("ix_runs_archived_status", "archived", "status"),
     )
+
+
+class RunTag(Base):
+    """A run's tags, one row each, for `GET /runs?tag=`."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class RunStatusChange(Base):

@@ -33,6 +33,8 @@ def upgrade() -> None:
     sa.Column('last_run_id', sa.String(length=40), nullable=True),
     sa.Column('skipped', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('tags', sa.JSON(), nullable=False),
+    sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflows.id'], name=op.f('fk_schedules_workflow_id_workflows'), ondelete='CASCADE'),
@@ -53,6 +55,8 @@ def upgrade() -> None:
     sa.Column('fire_count', sa.Integer(), nullable=False),
     sa.Column('last_fired_at', UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_run_id', sa.String(length=40), nullable=True),
+    sa.Column('tags', sa.JSON(), nullable=False),
+    sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('created_at', UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['workflow_id'], ['workflows.id'], name=op.f('fk_triggers_workflow_id_workflows'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_triggers'))
