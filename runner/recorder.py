@@ -130,7 +130,6 @@ class RunRecorder:
         )
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
-        self.frame_count = 0
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
@@ -232,7 +231,6 @@ class RunRecorder:
                 viewport_height=frame.get("viewportHeight", self.height),
             )
         )
-        self.frame_count += 1
         self.video.add_frame(frame["data"])
         if self.on_live_frame is not None:
             self.on_live_frame(frame["data"])
