@@ -383,18 +383,12 @@ class RunRecorder:
         up in the background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
-        self._spawn(self._keep_screenshot(artifact_id, name, box_of, seq, self._step_started))
+        taking = self._screenshot(artifact_id, name, box_of, seq, self._step_started)
+        self._spawn(self._keep_screenshot(name, taking))
 
-    async def _keep_screenshot(
-        self,
-        artifact_id: str,
-        name: str,
-        box_of: Locator | ElementHandle | None,
-        seq: int,
-        began: float,
-    ) -> None:
+    async def _keep_screenshot(self, name: str, taking: Awaitable[None]) -> None:
         try:
-            await self._screenshot(artifact_id, name, box_of, seq, began)
+            await taking
         except Exception as exc:  # never a dead task: the record says what is missing
             log.error("%s: screenshot %s not stored: %s", self.sink.run_id, name, exc)
             self.failures.append(_line(ArtifactKind.screenshot, name, exc))
