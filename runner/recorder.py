@@ -130,7 +130,6 @@ class RunRecorder:
         )
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
-        self.frame_count = 0
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
@@ -232,7 +231,6 @@ class RunRecorder:
                 viewport_height=frame.get("viewportHeight", self.height),
             )
         )
-        self.frame_count += 1
         self.video.add_frame(frame["data"])
         if self.on_live_frame is not None:
             self.on_live_frame(frame["data"])
@@ -385,18 +383,12 @@ class RunRecorder:
         up in the background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
-        self._spawn(self._keep_screenshot(artifact_id, name, box_of, seq, self._step_started))
+        taking = self._screenshot(artifact_id, name, box_of, seq, self._step_started)
+        self._spawn(self._keep_screenshot(name, taking))
 
-    async def _keep_screenshot(
-        self,
-        artifact_id: str,
-        name: str,
-        box_of: Locator | ElementHandle | None,
-        seq: int,
-        began: float,
-    ) -> None:
+    async def _keep_screenshot(self, name: str, taking: Awaitable[None]) -> None:
         try:
-            await self._screenshot(artifact_id, name, box_of, seq, began)
+            await taking
         except Exception as exc:  # never a dead task: the record says what is missing
             log.error("%s: screenshot %s not stored: %s", self.sink.run_id, name, exc)
             self.failures.append(_line(ArtifactKind.screenshot, name, exc))

@@ -61,13 +61,3 @@ async def get_artifact(*, session: AsyncSession, artifact_id: str) -> Artifact:
     if artifact is None:
         raise NotFound("artifact", artifact_id)
     return artifact
-
-
-async def find_artifact(
-    *, session: AsyncSession, run_id: str, kind: ArtifactKind, name: str
-) -> Artifact | None:
-    return await session.scalar(
-        select(Artifact).where(
-            Artifact.run_id == run_id, Artifact.kind == kind.value, Artifact.name == name
-        )
-    )

@@ -20,7 +20,6 @@ import pytest
 
 from api.records import run_record
 from examples.site_server import SiteServer
-from runner.media import find_ffprobe
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
 from services.backends import Services
@@ -30,6 +29,7 @@ from storage.frames import get_live_frame
 from storage.runs import get_run
 from storage.status import RunSource
 from storage.timeline import list_cards
+from tests.media import find_ffprobe
 
 pytestmark = pytest.mark.faults
 

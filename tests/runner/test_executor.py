@@ -16,10 +16,10 @@ from PIL import Image, ImageChops, ImageStat
 from playwright.async_api import Browser
 
 from examples.site_server import SiteServer
-from runner.media import find_ffprobe
 from runner.settings import RunnerSettings
 from services.backends import Services
 from tests.conftest import Outcome
+from tests.media import find_ffprobe
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
 
