@@ -43,9 +43,7 @@ Minimum length
     of a very short secret (say ``"1"``) is that every ``1`` in every string is masked: the
     artifacts stay structurally valid (JSON is masked value by value, never as raw text) but
     become hard to read, and digits inside binary members such as screenshots may be hit.
-    :attr:`SecretMasker.weak_count` counts values shorter than :data:`WEAK_LENGTH` so the
-    runner can warn about them (without printing them). Empty strings are ignored (they would
-    match everywhere).
+    Empty strings are ignored (they would match everywhere).
 
 Limits (documented, not fixable by rewriting bytes)
     * Pixels: a secret *displayed* as text (not in a password field) is visible in screencast
@@ -82,7 +80,6 @@ from typing import IO, Any, ClassVar
 __all__ = [
     "MASK",
     "SECRET_HEADERS",
-    "WEAK_LENGTH",
     "SealedInputs",
     "SecretMasker",
     "base64_fragments",
@@ -93,8 +90,6 @@ __all__ = [
 MASK = "********"
 B64_MIN_BYTES = 6
 """Shorter values are not matched as base64 fragments (4-5 characters match too much)."""
-WEAK_LENGTH = 4
-"""Values shorter than this are still masked, but counted in :attr:`SecretMasker.weak_count`."""
 
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 """Request headers (``extra_http_headers`` of a run, lower case) whose values are secrets."""
@@ -441,16 +436,6 @@ class SecretMasker:
     def __repr__(self) -> str:
         return f"SecretMasker(<{len(self._values)} secret value(s)>)"
 
-    @property
-    def weak_count(self) -> int:
-        """How many declared values are shorter than :data:`WEAK_LENGTH` (masked anyway)."""
-        return sum(1 for v in self._values if len(v) < WEAK_LENGTH)
-
-    @property
-    def max_match_bytes(self) -> int:
-        """Longest possible encoded occurrence, in UTF-8 bytes (the chunk overlap needed)."""
-        return self._max_len
-
     # ------------------------------------------------------------------ text and bytes
 
     def mask_text(self, text: str, *, decode_base64: bool = False) -> str:
@@ -492,19 +477,6 @@ class SecretMasker:
         if decode_base64:
             data = self._mask_b64_tokens_bytes(data)
         return self._mask_fragments_b(self._bytes_re.sub(_MASK_B, data))
-
-    def contains_secret(self, data: bytes | str) -> bool:
-        """Whether ``data`` holds a secret in any encoding :meth:`mask_text` would mask.
-
-        Base64 is not decoded here; scan decoded fields separately.
-        """
-        if isinstance(data, str):
-            if any(f in data for f in self._fragments):
-                return True
-            return self._text_re is not None and self._text_re.search(data) is not None
-        if any(f in data for f in self._fragments_b):
-            return True
-        return self._bytes_re is not None and self._bytes_re.search(data) is not None
 
     def mask_obj(self, obj: Any, *, decode_base64: bool = False) -> Any:
         """Recursively mask strings of JSON-like data, dict keys included.

@@ -24,7 +24,6 @@ from playwright.async_api import Browser, async_playwright
 
 from runner.secrets import (
     MASK,
-    WEAK_LENGTH,
     SecretMasker,
     base64_fragments,
     encoded_variants,
@@ -83,8 +82,7 @@ def test_mask_text_every_encoding(name: str) -> None:
         masker.mask_bytes(b"\xff\x00" + FORMS[name] + b"\xfe")
         == b"\xff\x00" + MASK.encode() + b"\xfe"
     )
-    assert masker.contains_secret(FORMS[name])
-    assert not masker.contains_secret(masker.mask_bytes(FORMS[name]))
+    assert not leaks(masker.mask_bytes(FORMS[name]))
 
 
 def test_encoded_variants_lists_raw_first_and_all_masked() -> None:
@@ -127,7 +125,6 @@ def test_quotes_backslashes_and_non_ascii_two_layers_deep() -> None:
     for text in layered:
         masked = masker.mask_text(text)
         assert MASK in masked, text
-        assert not masker.contains_secret(masked)
         for form in clear_forms(secret).values():
             assert form.decode() not in masked
 
@@ -157,18 +154,14 @@ def test_empty_values_are_ignored_and_repr_hides_values() -> None:
     assert empty.mask_text("anything") == "anything"
     assert empty.mask_bytes(b"anything") == b"anything"
     assert empty.mask_obj({"a": ["b"]}) == {"a": ["b"]}
-    assert not empty.contains_secret(b"anything")
     masker = SecretMasker(["", SECRET, SECRET])
     assert masker
     assert len(masker) == 1
     assert SECRET not in repr(masker)
-    assert masker.weak_count == 0
 
 
-def test_short_secret_is_still_masked_and_reported() -> None:
+def test_short_secret_is_still_masked() -> None:
     masker = SecretMasker(["42"])
-    assert len("42") < WEAK_LENGTH
-    assert masker.weak_count == 1
     assert masker.mask_text("pin=42&x=%34%32") == f"pin={MASK}&x={MASK}"
 
 
@@ -567,11 +560,9 @@ def _check_masked(
     html_path: Path,
     members_before: dict[str, bytes],
 ) -> None:
-    masker = SecretMasker([SECRET])
     # HAR: valid JSON, nothing left, base64 bodies masked too.
     har_after = har_path.read_bytes()
     assert not leaks(har_after)
-    assert not masker.contains_secret(har_after)
     assert MASK.encode() in har_after
     bodies = _har_base64_bodies(json.loads(har_after))
     assert bodies
@@ -585,7 +576,6 @@ def _check_masked(
     members_after = _zip_members(trace_path)
     for name, data in members_after.items():
         assert not leaks(data), name
-        assert not masker.contains_secret(data), name
         if name.endswith((".trace", ".network")):
             for line in data.splitlines():
                 if line.strip():
