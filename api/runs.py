@@ -12,6 +12,7 @@ from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
 from api.schemas import RunCreate, RunDuplicate, RunRerun
 from services import runs
+from services.activity import run_activity
 from storage.artifacts import list_artifacts
 from storage.models import Run
 from storage.runs import RunFilter, get_run
@@ -60,6 +61,20 @@ async def list_runs(
         "items": [public_record(r, []) for r in page.items],
         "next_cursor": page.next_cursor,
         "counts": page.counts,
+    }
+
+
+@router.get(
+    "/runs/{run_id}/activity",
+    summary="The run's network requests and console lines, on the video's clock",
+)
+async def activity(run_id: str, services: ServicesDep) -> dict[str, Any]:
+    found = await run_activity(services, run_id)
+    return {
+        "requests": found.requests,
+        "console": found.console,
+        "truncated": found.truncated,
+        "missing": found.missing,
     }
 
 

@@ -303,6 +303,7 @@ class RunContext:
         context.set_default_timeout(settings.step_timeout_ms)
         await track_click_listeners(context)
         page = await self.recorder.start(context, title=self.run.title)
+        self.metrics["video_started_at"] = self.recorder.video_started_at
         self.page = page
         page.on("close", self._on_page_closed)
         context.on("page", self.on_new_page)

@@ -139,6 +139,7 @@ class RunRecorder:
         self.recent: deque[Frame] = deque(maxlen=64)
         self.tracker = ActionTracker()
         self.started = False
+        self.video_started_at: float | None = None
         self.har = False
         self.trace = False
         self.mask_timeout_s = 120.0
@@ -216,6 +217,7 @@ class RunRecorder:
     def start_video(self) -> None:
         self.video.start()
         self.started = True
+        self.video_started_at = time.time()  # wall clock of video time 0 (HAR times map to it)
 
     def video_ms(self) -> int:
         return self.video.elapsed_ms() if self.started else 0
