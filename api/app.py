@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api import artifacts, errors, live, runs, webhooks, workflows
+from api import artifacts, errors, guard, live, runs, webhooks, workflows
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_docs(app)
     errors.install(app)
+    guard.install(app, settings.service)  # Host, Origin, content type, body size
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     api.include_router(runs.router)
     api.include_router(live.router)

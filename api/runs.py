@@ -35,13 +35,17 @@ async def create_run_endpoint(body: RunCreate, services: ServicesDep) -> dict[st
 @router.get("/runs", summary="List runs, newest first")
 async def list_runs(
     services: ServicesDep,
-    status: str | None = Query(default=None, description="One status or several, comma-separated"),
-    workflow_id: str | None = None,
-    source: str | None = None,
-    q: str | None = Query(default=None, description="Text in the title or the run id"),
+    status: str | None = Query(
+        default=None, max_length=200, description="One status or several, comma-separated"
+    ),
+    workflow_id: str | None = Query(default=None, max_length=200),
+    source: str | None = Query(default=None, max_length=200),
+    q: str | None = Query(
+        default=None, max_length=500, description="Text in the title or the run id"
+    ),
     archived: bool = False,
     limit: int = Query(default=50, ge=1, le=500),
-    cursor: str | None = None,
+    cursor: str | None = Query(default=None, max_length=500),
 ) -> dict[str, Any]:
     page = await runs.list_runs(
         services,
@@ -66,7 +70,9 @@ async def get_run_endpoint(run_id: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}/timeline", summary="A run's cards, in order")
-async def timeline(run_id: str, session: SessionDep, after_seq: int = 0) -> dict[str, Any]:
+async def timeline(
+    run_id: str, session: SessionDep, after_seq: int = Query(default=0, ge=0, le=10**18)
+) -> dict[str, Any]:
     await get_run(session=session, run_id=run_id)
     cards = await list_cards(session=session, run_id=run_id, after_seq=after_seq)
     return {"items": [card_record(c) for c in cards]}

@@ -18,7 +18,7 @@ from runner.browser import launch
 from runner.context import CardListener, FrameListener, RunnerEnv
 from runner.llm import LLMSettings
 from runner.settings import RunnerSettings
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.workflow import Workflow, parse_workflow
 from storage.db import Database
 from storage.models import Run
@@ -58,7 +58,12 @@ def inputs_of(resources: RunnerResources, run: Run) -> tuple[Workflow, Inputs]:
     values.update(secrets)
     if run.definition.get("url"):
         values.setdefault("url", run.definition["url"])
-    inputs = resolve_inputs(workflow, values, allowed_schemes=resources.runner.url_schemes)
+    inputs = resolve_inputs(
+        workflow,
+        values,
+        allowed_schemes=resources.runner.url_schemes,
+        limits=TemplateLimits.of(resources.runner),
+    )
     return workflow, inputs
 
 

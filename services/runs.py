@@ -16,7 +16,7 @@ from runner.context import CardListener, RunnerEnv
 from runner.executor import RunExecution
 from runner.resources import inputs_of, runner_env
 from runner.secrets import SECRET_HEADERS as SECRET_HEADERS  # for the API's masking
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.worker import run_to_end
 from runner.workflow import Workflow, parse_workflow, workflow_to_json
 from services.backends import Services
@@ -131,7 +131,12 @@ async def set_status(
 
 def inputs_for(services: Services, workflow: Workflow, parameters: dict[str, Any]) -> Inputs:
     """The run's parameters typed, defaulted and checked, its templates rendered once."""
-    return resolve_inputs(workflow, parameters, allowed_schemes=services.runner.url_schemes)
+    return resolve_inputs(
+        workflow,
+        parameters,
+        allowed_schemes=services.runner.url_schemes,
+        limits=TemplateLimits.of(services.runner),
+    )
 
 
 async def queue_run(
@@ -195,8 +200,9 @@ async def queue_new_run(
         definition = saved.definition
     assert definition is not None
     try:
-        parsed = parse_workflow(definition)
-        inputs = inputs_for(services, parsed, parameters)
+        # Off the event loop: templates render within a budget, but a budget of seconds.
+        parsed = await asyncio.to_thread(parse_workflow, definition)
+        inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     _check_url(options.webhook_url, "webhook_url")
@@ -241,13 +247,13 @@ async def _again(
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
-    workflow, inputs = inputs_of(services, run)
+    workflow, inputs = await asyncio.to_thread(inputs_of, services, run)
     values = dict(inputs.values)
     if changes:
         values.update(changes)
     elif inputs.url:
         values["url"] = inputs.url
-    inputs = inputs_for(services, workflow, values)
+    inputs = await asyncio.to_thread(inputs_for, services, workflow, values)
     options = replace(
         RunOptions.of(run), source=source, parent_run_id=run.id, title=title or run.title
     )
