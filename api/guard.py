@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -240,6 +241,8 @@ def _walk(value: Any, path: str, depth: int) -> tuple[str, str] | None:
         return path, f"nested too deeply (limit {MAX_JSON_DEPTH} levels)"
     if isinstance(value, _NotANumber):
         return path, f"{value.text} is not a number JSON allows (finite numbers only)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, "a number too large to represent (finite numbers only)"
     if isinstance(value, str):
         return _check_text(value, path)
     if isinstance(value, list):

@@ -325,6 +325,7 @@
         el("a", { href: withKey(a.url + "?download=true"), download: a.name, text: a.name }),
         el("span", { class: "note", text: ` ${a.size} bytes` }))))
       : el("p", { class: "note", text: "No downloaded files." }));
+    renderSavedPage();
 
     const params = run.parameters || {};
     $("inputs").replaceChildren(Object.keys(params).length
@@ -338,6 +339,39 @@
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v instanceof Node ? v : value(v))]));
 
     renderRecording();
+  }
+
+  // The final HTML is the visited page's, hostile until proven otherwise: shown only inside a
+  // frame sandboxed without scripts (sandbox="", so an opaque origin: no API key, no API calls),
+  // or as text. Never opened from Glassbox's origin.
+  let savedPageId = null;
+  function renderSavedPage() {
+    const page = artifact("html");
+    let box = $("saved-page");
+    if (!box) {
+      box = el("div", { id: "saved-page" });
+      $("downloads").after(el("h2", { text: "Saved page" }), box);
+    }
+    if (!page) { savedPageId = null; box.replaceChildren(el("p", { class: "note", text: "No saved page." })); return; }
+    if (savedPageId === page.id) return;
+    savedPageId = page.id;
+    const frame = el("iframe", { id: "saved-page-frame", class: "saved-page", sandbox: "", title: `Saved page ${page.name}`, referrerpolicy: "no-referrer", style: "width: 100%; height: 60vh; border: 1px solid var(--line); border-radius: 6px; background: #fff;" });
+    const source = el("pre", { id: "saved-page-text", class: "code", hidden: true });
+    const toggle = el("button", { type: "button", class: "secondary", text: "Show as text", onclick: () => {
+      const asText = frame.hidden === false;
+      frame.hidden = asText; source.hidden = !asText;
+      toggle.textContent = asText ? "Show as page" : "Show as text";
+    } });
+    box.replaceChildren(
+      el("p", {}, toggle, " ", el("a", { href: withKey(page.url + "?download=true"), download: page.name, text: `Download ${page.name}` }),
+        el("span", { class: "note", text: ` ${page.size} bytes; scripts do not run here` })),
+      frame, source);
+    text(page.url.replace(/^\/api\/v1/, "")).then((html) => {
+      frame.setAttribute("sandbox", "");  // again, right before content: never without it
+      // Nothing leaves the browser either: no request to the recorded site or anywhere else.
+      frame.srcdoc = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">${html}`;
+      source.textContent = html;
+    }).catch((error) => { box.append(el("p", { class: "note", text: `Could not load the saved page: ${error.message}` })); });
   }
 
   function renderRecording() {
