@@ -212,7 +212,7 @@ def install(app: Any, settings: Any) -> None:
         Guard,
         bound_host=settings.host,
         public_url=settings.public_url,
-        allowed_hosts=settings.allowed_hosts.split(","),
+        allowed_hosts=(settings.allowed_hosts or "").split(","),
         max_body_bytes=settings.max_body_bytes,
     )
 

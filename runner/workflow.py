@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -459,7 +460,30 @@ class _TooLarge(Exception):
     pass
 
 
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """How deeply brackets nest (quotes not considered: an upper bound of the real depth)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def load_document(text: str, *, source: str = "workflow") -> Any:
+    if text.lstrip().startswith(("{", "[")):
+        try:  # JSON, the common machine-written case: C speed, and nesting fails fast
+            return json.loads(text)
+        except RecursionError:
+            raise ValidationFailed(
+                source, f"nested too deeply (limit {MAX_DEPTH} levels)"
+            ) from None
+        except ValueError:
+            pass  # YAML in flow style, or broken: YAML says where
+    if _flow_depth(text) > 4 * MAX_DEPTH:
+        raise ValidationFailed(source, f"nested too deeply (limit {MAX_DEPTH} levels)")
     try:
         return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader; YAML ⊃ JSON
     except _TooLarge as exc:

@@ -86,8 +86,8 @@ class ServiceSettings(BaseSettings):
         description="Base URL users reach the API at, used in reproduce snippets (default: "
         "the request's own base URL). Its host is also accepted in the `Host` header.",
     )
-    allowed_hosts: str = Field(
-        default="",
+    allowed_hosts: str | None = Field(
+        default=None,
         description="Comma-separated host names accepted in the `Host` header besides loopback "
         "names, the address the service is bound to and GLASSBOX_PUBLIC_URL's host (`*` accepts "
         "any host: DNS rebinding then reaches the service). Other hosts get `400`.",

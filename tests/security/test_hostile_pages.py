@@ -117,17 +117,15 @@ async def test_opening_artifacts_and_the_run_page_runs_no_script(
 
     await page.goto(f"{base}/runs/{hostile_run['id']}")
     await page.locator("#tab-output").click()
+    await page.locator("#saved-page-show").click(timeout=15_000)
     frame = page.locator("#saved-page-frame")
     await frame.wait_for(state="attached", timeout=15_000)
     assert await frame.get_attribute("sandbox") == ""
-    await page.wait_for_function(
-        "document.getElementById('saved-page-frame').srcdoc.includes('Nothing to see')",
-        timeout=15_000,
-    )
     inside = page.frame_locator("#saved-page-frame")
-    assert "Nothing to see" in await inside.locator("#heading").inner_text()
-    await page.locator("#saved-page button").click()  # as text: the source, shown, not run
-    assert "alert(" in await page.locator("#saved-page-text").inner_text()
+    assert "Nothing to see" in await inside.locator("#heading").inner_text(timeout=15_000)
+    await asyncio.sleep(1.0)
+    await page.locator("#saved-page-source").click()  # as text: the source, shown, not run
+    assert "alert(" in await page.locator("#saved-page-text").inner_text(timeout=15_000)
     await asyncio.sleep(1.0)
     await context.close()
 
