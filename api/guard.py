@@ -178,8 +178,9 @@ class Guard:
             return
         problem = json_problem(body)
         if problem is not None:
-            field, message = problem
-            response = field_error(field, message, prefix=())
+            field, message = problem  # "body.workflow.title": named like FastAPI's own 422s
+            field = field.removeprefix("body").removeprefix(".")
+            response = field_error(field or "body", message, prefix=("body",) if field else ())
             await response(scope, _drained(), send)
             return
         await self.app(scope, _replay(body, receive), send)
@@ -253,7 +254,7 @@ def _walk(value: Any, path: str, depth: int) -> tuple[str, str] | None:
     elif isinstance(value, dict):
         for key, item in value.items():
             where = f"{path}.{_short(key)}"
-            found = _check_text(key, where) or _walk(item, where, depth + 1)
+            found = _check_text(key, path) or _walk(item, where, depth + 1)
             if found:
                 return found
     return None
