@@ -108,11 +108,18 @@ def _check_widths(text: str) -> None:
             _budget().check_size(int(width), "a formatted value")
 
 
-def _check_args(args: Iterable[Any]) -> None:
+SIZED_FILTERS = frozenset({"do_center", "do_indent", "do_wordwrap", "do_truncate", "do_batch"})
+"""Filters whose numbers are widths or counts: they make a string or list that long."""
+SIZED_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _check_args(args: Iterable[Any], *, counts: bool) -> None:
+    """Deadline; arguments no longer than the budget; with `counts`, numbers (widths, counts)
+    no larger than the budget either."""
     budget = _budget()
     budget.check_time()
     for arg in args:
-        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > budget.max_bytes:
+        if counts and _is_int(arg) and abs(arg) > budget.max_bytes:
             raise TemplateBudgetExceeded(f"the number {_short_int(arg)} is too large here")
         budget.check_size(_size(arg), "an argument")
 
@@ -127,7 +134,7 @@ def _bounded(func: Callable[..., Any]) -> Callable[..., Any]:
     offset = 2 if hasattr(func, "jinja_pass_arg") else 1  # the context, then the value
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        _check_args([*args[offset:], *kwargs.values()])
+        _check_args([*args[offset:], *kwargs.values()], counts=func.__name__ in SIZED_FILTERS)
         if func.__name__ == "do_format" and args and isinstance(args[0], str):
             _check_widths(args[0])
         return _check_result(func(*args, **kwargs))
@@ -245,9 +252,10 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         return super().wrap_str_format(value)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_args([*args, *kwargs.values()])
         name = getattr(__obj, "__name__", "")
         owner = getattr(__obj, "__self__", None)
+        counts = isinstance(owner, str | list) and name in SIZED_METHODS
+        _check_args([*args, *kwargs.values()], counts=counts)
         if isinstance(owner, str):
             if name == "replace" and len(args) >= 2:
                 new = str(args[1])
@@ -274,7 +282,7 @@ def compiled(template: str) -> Template:
     """Compiling is the costly part of rendering; a run renders the same strings again."""
     parsed = ENV.parse(template)
     for node in parsed.find_all(_REFUSED):
-        kind = type(node).__name__.lower().replace("fromimport", "import")
+        kind = {"Include": "include", "Extends": "extend"}.get(type(node).__name__, "import")
         raise TemplateBudgetExceeded(f"templates cannot {kind} other templates")
     return ENV.from_string(parsed)
 

@@ -49,6 +49,10 @@ def _inputs(timeout_s: float = 0.5, max_bytes: int = 100_000) -> Inputs:
             "{{ ', '.join(['a', 'b']) }}|{{ query|truncate(9, True, '') }}|{{ 'x'|center(3) }}",
             "a, b|desk lamp| x ",
         ),
+        (
+            "{{ '%d'|format(5000000) }} {{ '{}'.format(10**7) }} {{ (2500000 / 1000)|int }}",
+            "5000000 10000000 2500",
+        ),
     ],
 )
 def test_ordinary_templates_render_as_before(template: str, expected: str) -> None:
@@ -75,14 +79,14 @@ def test_ordinary_templates_render_as_before(template: str, expected: str) -> No
         ("{{ 'a' * 200000 }}", "GLASSBOX_TEMPLATE_MAX_BYTES"),
         ("{% for i in range(100000) %}{{ 'abcdef' }}{% endfor %}", "GLASSBOX_TEMPLATE_MAX_BYTES"),
         ("{{ query|indent(10**6) }}", "too large"),
-        ("{{ range(200000)|list }}", "too large"),
+        ("{{ range(200000)|list }}", "range()"),
     ],
 )
 def test_runaway_templates_stop_within_the_budget(template: str, reason: str) -> None:
     started = time.monotonic()
     with pytest.raises(ValidationFailed) as refused:
         _inputs(timeout_s=0.5).render(template, WHERE)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0  # 0.5 s budget; slack for a loaded machine
     assert refused.value.field == WHERE
     assert reason in refused.value.message
     assert sys.gettrace() is None
