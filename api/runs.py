@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from api.artifacts import HOSTILE_CONTENT_HEADERS
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
@@ -137,7 +138,9 @@ async def delete_run(run_id: str, services: ServicesDep) -> Response:
 )
 async def code(run_id: str, services: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(
-        await runs.generated_code(services, run_id), media_type="text/x-python"
+        await runs.generated_code(services, run_id),
+        media_type="text/x-python",
+        headers=HOSTILE_CONTENT_HEADERS,  # stored bytes, with strings from the visited pages
     )
 
 

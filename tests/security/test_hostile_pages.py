@@ -89,6 +89,10 @@ def test_artifacts_are_served_as_hostile_content(
                 assert disposition.startswith("inline" if inline else "attachment"), item
             if item["kind"] == "html" or item["name"].endswith((".html", ".svg")):
                 assert answer.headers["content-disposition"].startswith("attachment"), item
+        code = http.get(f"/api/v1/runs/{hostile_run['id']}/code")
+        assert code.status_code == 200
+        assert code.headers["x-content-type-options"] == "nosniff"
+        assert code.headers["content-security-policy"] == "sandbox"
 
 
 async def test_opening_artifacts_and_the_run_page_runs_no_script(
