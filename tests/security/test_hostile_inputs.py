@@ -37,6 +37,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     within_s: float = 15.0
     raw: bool = False  # sent with http.client: headers exactly as given, body maybe short
+    chunked: bool = False  # the body streamed without Content-Length
 
 
 def _workflow(**changes: Any) -> dict[str, Any]:
@@ -518,6 +519,16 @@ def corpus() -> Iterator[Case]:
         json={"definition": _workflow(title="t" * BIG)},
     )
     yield Case(
+        "size: 8 MiB streamed without Content-Length",
+        "POST",
+        "/api/v1/runs",
+        413,
+        "GLASSBOX_MAX_BODY_BYTES",
+        content=b"[" + b'"xxxxxxxxxxxxxx",' * (512 * 1024) + b"1]",
+        headers=JSON,
+        chunked=True,
+    )
+    yield Case(
         "size: declared 50 MB, nothing sent",
         "POST",
         "/api/v1/runs",
@@ -602,6 +613,14 @@ def _send(target: Target, case: Case) -> httpx.Response:
     with httpx.Client(timeout=60) as client:
         # Headers exactly as given: Latin-1, not only ASCII.
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in case.headers.items()]
+        if case.chunked:
+            assert case.content is not None
+            body = case.content
+            chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+            try:
+                return client.request(case.method, url, content=chunks, headers=raw)
+            except httpx.WriteError:  # the service answered and closed before the upload ended
+                pytest.fail("the connection closed without an answer")
         return client.request(case.method, url, json=case.json, content=case.content, headers=raw)
 
 
