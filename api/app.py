@@ -10,10 +10,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from api import artifacts, errors, guard, live, runs, webhooks, workflows
+from api import artifacts, errors, guard, live, runs, schedules, webhooks, workflows
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
+from services.schedules import Scheduler
 from services.settings import ServiceSettings, Settings
 from services.webhooks import WebhookDispatcher
 from services.workers import Worker, WorkerOptions
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(artifacts.router)
     api.include_router(workflows.router)
     api.include_router(webhooks.router)
+    api.include_router(schedules.router)
 
     @api.get("/health", tags=["service"], summary="Liveness and the worker count")
     async def health() -> dict[str, Any]:
@@ -114,7 +116,7 @@ def _install_docs(app: FastAPI) -> None:
 async def _extras(
     app: FastAPI, services: Services, settings: Settings, stop: asyncio.Event
 ) -> list[asyncio.Task[Any]]:
-    """Background services beside the workers: webhook delivery."""
+    """Background services beside the workers: webhook delivery, schedules."""
     dispatcher = WebhookDispatcher(db=services.db, settings=settings.webhooks, record=public_record)
     app.state.webhooks = dispatcher
 
@@ -124,4 +126,8 @@ async def _extras(
         finally:
             await dispatcher.aclose()
 
-    return [asyncio.create_task(deliver(), name="webhooks")]
+    scheduler = Scheduler(services, poll_s=settings.service.scheduler_poll_s)
+    return [
+        asyncio.create_task(deliver(), name="webhooks"),
+        asyncio.create_task(scheduler.run_forever(stop), name="scheduler"),
+    ]

@@ -35,22 +35,20 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def field_error(field: str, message: str, *, prefix: tuple[str, ...] = ("body",)) -> JSONResponse:
+def field_error(
+    field: str, message: str, *, prefix: tuple[str, ...] = ("body",), line: int | None = None
+) -> JSONResponse:
     field = _cut(field, 200)
     loc = [*prefix, *[p for p in field.replace("[", ".[").split(".") if p]]
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": [
-                {
-                    "loc": loc,
-                    "field": field,
-                    "msg": _cut(message, 400),
-                    "type": "value_error",
-                }
-            ]
-        },
-    )
+    item: dict[str, object] = {
+        "loc": loc,
+        "field": field,
+        "msg": _cut(message, 400),
+        "type": "value_error",
+    }
+    if line is not None:
+        item["line"] = line  # where the field is in a workflow sent as YAML/JSON text
+    return JSONResponse(status_code=422, content={"detail": [item]})
 
 
 def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
@@ -62,7 +60,7 @@ def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONRe
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationFailed)
-    return field_error(exc.field, exc.message, prefix=(exc.location,))
+    return field_error(exc.field, exc.message, prefix=(exc.location,), line=exc.line)
 
 
 EXCERPT_CHARS = 120

@@ -41,6 +41,7 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "source": run.source,
         "workflow_id": run.workflow_id,
         "parent_run_id": run.parent_run_id,
+        "schedule_id": run.schedule_id,
         "created_at": iso(run.created_at),
         "queued_at": iso(run.queued_at),
         "started_at": iso(run.started_at),

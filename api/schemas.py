@@ -128,7 +128,15 @@ class WorkflowCreate(BaseModel):
         json_schema_extra={"examples": [{"definition": EXAMPLE_WORKFLOW}]},
     )
 
-    definition: dict[str, Any]
+    definition: dict[str, Any] | None = Field(
+        default=None, description="The workflow (the YAML format, as JSON). Or give `source`."
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=200_000,
+        description="The workflow as YAML or JSON text (the web editor's); a refusal of it also "
+        "gives the `line` of the field in the text.",
+    )
     title: str | None = Field(default=None, max_length=500)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.context import RunContext
-from runner.errors import StepFailed
+from runner.errors import step_failure
 from runner.steps import Located, Outcome, StepEnv, run_step, target_of
 from runner.workflow import StepArgs
 
@@ -43,7 +43,8 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
     )
     try:
         outcome = await run_step(call.verb, call.args, call.raw, env, call.located)
-    except StepFailed as exc:
+    except Exception as error:
+        exc = step_failure(error)  # a full disk or storage outage is named, at its step
         target = target_of(call.args, call.located)
         await ctx.action_card(
             action,
@@ -53,7 +54,7 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
             url=action.url,
             extra={"tool": call.tool} if call.tool else None,
         )
-        raise
+        raise exc from error if exc is not error else None
     lines = list(outcome.code)
     ctx.add_code(lines)
     await ctx.settle_tabs()

@@ -69,6 +69,24 @@ class RunnerSettings(BaseSettings):
             "it as missing."
         ),
     )
+    store_retry_s: float = Field(
+        default=120,
+        gt=0,
+        description=(
+            "How long storing one artifact (its object and its row) is retried while the object "
+            "store, the disk or the database fails. What still could not be stored stays in the "
+            "worker's spool, is listed in the run's record.missing and is stored by a later "
+            "salvage sweep."
+        ),
+    )
+    salvage_interval_s: float = Field(
+        default=60,
+        gt=0,
+        description=(
+            "How often a worker looks for spools left behind (runs interrupted with their "
+            "worker, artifacts not stored during an outage) and stores what is in them."
+        ),
+    )
     allowed_url_schemes: str = Field(
         default="http,https",
         description="Comma-separated URL schemes a run may open (file: and others are refused).",

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from runner.context import RunnerEnv
 from runner.executor import RunExecution
 from runner.resources import RunnerResources, inputs_of, runner_env
+from runner.salvage import sweep_forever
 from storage.errors import GlassboxError, InvalidTransition
 from storage.frames import delete_live_frame, put_live_frame
 from storage.ids import new_id
@@ -118,6 +119,10 @@ class Worker:
             asyncio.create_task(self._cancel_watch(cancels), name="cancels"),
             asyncio.create_task(self._reaper(stop), name="reaper"),
             asyncio.create_task(self.live.run_forever(), name="live-frames"),
+            # Spools left behind (dead workers, outages) stored, at start and periodically.
+            asyncio.create_task(
+                sweep_forever(self.resources, lambda: set(self.tasks)), name="salvage"
+            ),
         ]
         try:
             async with runner_env(

@@ -242,6 +242,7 @@ class Parameter(_Model):
 
 class Workflow(_Model):
     title: str = Field(default="Untitled run", max_length=500)
+    description: str | None = Field(default=None, max_length=4000)
     url: str | None = None
     timeout_s: int = Field(default=300, gt=0, le=MAX_TIMEOUT_S)
     parameters: dict[str, Parameter] = Field(default_factory=dict)
@@ -491,7 +492,8 @@ def load_document(text: str, *, source: str = "workflow") -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ValidationFailed(source, f"not valid YAML or JSON{where}") from None
+        line = mark.line + 1 if mark else None
+        raise ValidationFailed(source, f"not valid YAML or JSON{where}", line=line) from None
     except (RecursionError, ValueError) as exc:  # nesting beyond Python's stack, huge ints
         raise ValidationFailed(source, f"not a usable document: {str(exc)[:200]}") from None
 

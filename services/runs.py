@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -146,9 +147,11 @@ async def queue_run(
     options: RunOptions,
     *,
     wake_workers: bool = True,
+    within: Callable[[AsyncSession, Run], Awaitable[None]] | None = None,
 ) -> Run:
     """Stores the run as queued. Secret values travel sealed, for a worker in any process.
-    `wake_workers=False` for a run this process executes itself (`run_now`)."""
+    `wake_workers=False` for a run this process executes itself (`run_now`). `within` runs in
+    the transaction that stores the run (a schedule's compare-and-set): if it raises, no run."""
     secrets = {
         name: str(inputs.values[name])
         for name in inputs.secret_names
@@ -170,6 +173,8 @@ async def queue_run(
             run_with=options.run_with,
             sealed_secrets=services.sealer.seal(secrets),
         )
+        if within is not None:
+            await within(session, run)
         run = await set_status(services, session=session, run_id=run.id, to=RunStatus.queued)
     if wake_workers:
         await services.notifier.publish(QUEUE, run.id)

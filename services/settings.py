@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How often workers look for queued runs and cancels without a notification.",
     )
+    scheduler_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each `serve` and `worker` process fires due schedules.",
+    )
     retry_interrupted: int = Field(
         default=0,
         ge=0,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from runner.salvage import Salvaged, salvage_spools
 from runner.worker import Worker, WorkerOptions
 
-__all__ = ["Worker", "WorkerOptions"]
+__all__ = ["Salvaged", "Worker", "WorkerOptions", "salvage_spools"]

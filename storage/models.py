@@ -72,6 +72,35 @@ class Workflow(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class Schedule(Base):
+    """When a saved workflow runs by itself: a cron expression (in `timezone`), a fixed
+    interval, or one time (`at`). `next_fire_at` is advanced by compare-and-set, in the same
+    transaction that queues the run, so each fire time makes exactly one run in any number of
+    processes."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str | None] = mapped_column(String(500))
+    cron: Mapped[str | None] = mapped_column(String(200))
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime | None] = mapped_column()
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    catch_up: Mapped[str] = mapped_column(String(20), default="skip")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column()
+    last_run_id: Mapped[str | None] = mapped_column(String(40))
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # fire times missed and skipped
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last fire made no run
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -83,6 +112,7 @@ class Run(Base):
         ForeignKey("workflows.id", ondelete="SET NULL"), index=True
     )
     parent_run_id: Mapped[str | None] = mapped_column(String(40))
+    schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: schedule
     # The workflow as submitted (secret defaults masked) and the run's parameters (masked).
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

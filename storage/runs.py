@@ -20,7 +20,7 @@ from storage.models import (
     WebhookDelivery,
     utcnow,
 )
-from storage.status import RunSource, RunStatus, can_transition
+from storage.status import TERMINAL_STATUSES, RunSource, RunStatus, can_transition
 
 
 async def create_run(
@@ -106,14 +106,7 @@ async def transition(
         run.queued_at = now
     elif to is RunStatus.running:
         run.started_at = now
-    elif to in (
-        RunStatus.completed,
-        RunStatus.failed,
-        RunStatus.terminated,
-        RunStatus.canceled,
-        RunStatus.timed_out,
-        RunStatus.interrupted,
-    ):
+    elif to in TERMINAL_STATUSES:
         run.finished_at = now
         run.lease_expires_at = None
         if run.webhook_url:  # delivered by the webhook dispatcher of any API process

@@ -73,6 +73,13 @@ PROTECTED: frozenset[Key] = frozenset(
         ("GET", "/api/v1/workflows/{workflow_id}"),
         ("PUT", "/api/v1/workflows/{workflow_id}"),
         ("DELETE", "/api/v1/workflows/{workflow_id}"),
+        ("POST", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules/{schedule_id}"),
+        ("PATCH", "/api/v1/schedules/{schedule_id}"),
+        ("DELETE", "/api/v1/schedules/{schedule_id}"),
+        ("POST", "/api/v1/workflows/{workflow_id}/schedules"),
+        ("GET", "/api/v1/workflows/{workflow_id}/schedules"),
     }
 )
 
@@ -83,6 +90,10 @@ PUBLIC: dict[Key, str] = {
     ("GET", "/docs"): "Swagger UI's page; it reads /openapi.json and calls the API with the key",
     ("MOUNT", "/static/swagger"): "Swagger UI's JavaScript and CSS (swagger-ui-bundle)",
     ("GET", "/"): "a redirect to /runs",
+    ("GET", "/workflows"): _SHELL,
+    ("GET", "/workflows/new"): _SHELL + " (the editor, empty)",
+    ("GET", "/workflows/{workflow_id}"): _SHELL + " (the page is the same for every id)",
+    ("GET", "/workflows/{workflow_id}/edit"): _SHELL + " (the page is the same for every id)",
     ("GET", "/runs"): _SHELL,
     ("GET", "/runs/{run_id}"): _SHELL + " (the page is the same for every id)",
     ("MOUNT", "/ui"): "the pages' CSS, JavaScript and icon (ui/static)",
@@ -186,6 +197,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
             for run in runs:
                 record = wait_status(client, run["id"], timeout=90)
                 assert record["status"] == "completed", record["failure_reason"]
+            schedules = []
+            for workflow_id in saved:  # far in the future: they never fire here
+                answer = client.post(
+                    f"/workflows/{workflow_id}/schedules",
+                    json={"title": MARKER, "at": "2099-01-01T00:00:00Z"},
+                )
+                assert answer.status_code == 201, answer.text
+                schedules.append(answer.json()["id"])
             artifacts = client.get(f"/runs/{runs[0]['id']}/artifacts").json()["items"]
             code = [a for a in artifacts if a["kind"] == "code"]
             assert code, f"the run has no code artifact: {[a['kind'] for a in artifacts]}"
@@ -199,8 +218,13 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
         yield Guarded(
             service=service,
             key=key,
-            ids={"run_id": runs[0]["id"], "workflow_id": saved[0], "artifact_id": code[0]["id"]},
-            victims={"run_id": runs[1]["id"], "workflow_id": saved[1]},
+            ids={
+                "run_id": runs[0]["id"],
+                "workflow_id": saved[0],
+                "artifact_id": code[0]["id"],
+                "schedule_id": schedules[0],
+            },
+            victims={"run_id": runs[1]["id"], "workflow_id": saved[1], "schedule_id": schedules[1]},
         )
 
 

@@ -548,6 +548,20 @@ def corpus() -> Iterator[Case]:
         headers={**JSON, "Content-Length": "\u00b2"},
         raw=True,
     )
+    # saved workflows sent as YAML text (the editor's `source`)
+    laughs = "title: lol\ngoal: laugh\nx0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for i in range(1, 9):
+        laughs += f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9) + "]\n"
+    block_deep = "title: deep\ngoal: g\nextraction_schema:\n" + "".join(
+        "  " * (i + 1) + "a:\n" for i in range(200)
+    )
+    for name, source, where in (
+        ("source: billion laughs", laughs, "expands to more than"),
+        ("source: 900 flow levels", "title: t\ngoal: g\nx: " + "[" * 900 + "]" * 900, "nested"),
+        ("source: 200 block levels", block_deep, "nested too deeply"),
+        ("source: 30000 flow levels", "x: " + "{a: " * 30_000 + "}" * 30_000, "nested"),
+    ):
+        yield Case(name, "POST", "/api/v1/workflows", 422, where, json={"source": source})
     # saved workflows and duplicates refuse the same way
     yield Case(
         "saved: block type a list",

@@ -63,6 +63,13 @@
         el("strong", { text: "Extracted information" }),
         el("pre", { text: JSON.stringify(run.extracted_information, null, 2) })));
     }
+    // The evidence, apart from the status: a record that could not be completed says so.
+    const record = run.record;
+    if (record && record.complete === false) {
+      outcome.append(el("div", { class: "outcome incomplete", id: "record-incomplete", role: "alert" },
+        el("strong", { text: "Incomplete record: some artifacts could not be kept" }),
+        el("ul", {}, ...(record.missing || []).map((line) => el("li", { text: line })))));
+    }
   }
 
   $("cancel").addEventListener("click", async () => {
