@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from api import (
     artifacts,
     errors,
+    guard,
     live,
     runs,
     schedules,
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_docs(app)
     errors.install(app)
+    guard.install(app, settings.service)  # Host, Origin, content type, body size
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     api.include_router(runs.router)
     api.include_router(live.router)

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from api.artifacts import HOSTILE_CONTENT_HEADERS
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
@@ -36,16 +37,20 @@ async def create_run_endpoint(body: RunCreate, services: ServicesDep) -> dict[st
 @router.get("/runs", summary="List runs, newest first")
 async def list_runs(
     services: ServicesDep,
-    status: str | None = Query(default=None, description="One status or several, comma-separated"),
-    workflow_id: str | None = Query(default=None, max_length=40),
-    source: str | None = Query(default=None, max_length=20),
-    q: str | None = Query(default=None, description="Text in the title or the run id"),
+    status: str | None = Query(
+        default=None, max_length=200, description="One status or several, comma-separated"
+    ),
+    workflow_id: str | None = Query(default=None, max_length=200),
+    source: str | None = Query(default=None, max_length=200),
+    q: str | None = Query(
+        default=None, max_length=500, description="Text in the title or the run id"
+    ),
     tag: str | None = Query(default=None, max_length=64, description="Runs with this tag"),
-    schedule_id: str | None = Query(default=None, max_length=40),
-    trigger_id: str | None = Query(default=None, max_length=40),
+    schedule_id: str | None = Query(default=None, max_length=200),
+    trigger_id: str | None = Query(default=None, max_length=200),
     archived: bool = False,
     limit: int = Query(default=50, ge=1, le=500),
-    cursor: str | None = None,
+    cursor: str | None = Query(default=None, max_length=500),
 ) -> dict[str, Any]:
     where = RunFilter(
         workflow_id=workflow_id,
@@ -84,7 +89,9 @@ async def get_run_endpoint(run_id: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}/timeline", summary="A run's cards, in order")
-async def timeline(run_id: str, session: SessionDep, after_seq: int = 0) -> dict[str, Any]:
+async def timeline(
+    run_id: str, session: SessionDep, after_seq: int = Query(default=0, ge=0, le=10**18)
+) -> dict[str, Any]:
     await get_run(session=session, run_id=run_id)
     cards = await list_cards(session=session, run_id=run_id, after_seq=after_seq)
     return {"items": [card_record(c) for c in cards]}
@@ -164,7 +171,9 @@ async def delete_run(run_id: str, services: ServicesDep) -> Response:
 )
 async def code(run_id: str, services: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(
-        await runs.generated_code(services, run_id), media_type="text/x-python"
+        await runs.generated_code(services, run_id),
+        media_type="text/x-python",
+        headers=HOSTILE_CONTENT_HEADERS,  # stored bytes, with strings from the visited pages
     )
 
 

@@ -49,7 +49,12 @@ def _in_definition(source: str | None) -> Iterator[None]:
     try:
         yield
     except ValidationFailed as exc:
-        line = workflows.source_line(source, exc.field) if source is not None else None
+        line = None
+        if source is not None:
+            try:
+                line = workflows.source_line(source, exc.field)
+            except RecursionError:  # a document nested beyond reason: no line, still a 422
+                line = None
         raise ValidationFailed(
             f"definition.{exc.field}" if exc.field else "definition", exc.message, line=line
         ) from None

@@ -19,7 +19,7 @@ from runner.context import CardListener, FrameListener, RunnerEnv
 from runner.llm import LLMSettings
 from runner.secrets import SealedInputs
 from runner.settings import RunnerSettings
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.workflow import Workflow, parse_workflow
 from storage.db import Database
 from storage.models import Run
@@ -70,6 +70,7 @@ def inputs_of(resources: RunnerResources, run: Run) -> tuple[Workflow, Inputs]:
         values,
         allowed_schemes=resources.runner.url_schemes,
         upload_dir=resources.runner.upload_dir,
+        limits=TemplateLimits.of(resources.runner),
     )
     inputs.extra_http_headers, inputs.proxy = secrets.restore_options(
         run.extra_http_headers, run.proxy

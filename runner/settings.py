@@ -92,6 +92,17 @@ class RunnerSettings(BaseSettings):
         default="http,https",
         description="Comma-separated URL schemes a run may open (file: and others are refused).",
     )
+    template_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Time budget of rendering one workflow's templates (refused beyond it).",
+    )
+    template_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Longest text (in characters) a template may produce or build.",
+    )
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations automatically at start-up."
     )

@@ -19,7 +19,7 @@ from runner.executor import RunExecution
 from runner.resources import runner_env, sealed_inputs
 from runner.secrets import MASK, SealedInputs
 from runner.secrets import SECRET_HEADERS as SECRET_HEADERS  # for the API's masking
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.worker import run_to_end
 from runner.workflow import Workflow, parse_workflow, workflow_to_json
 from services.backends import Services
@@ -199,6 +199,7 @@ def inputs_for(services: Services, workflow: Workflow, parameters: dict[str, Any
         parameters,
         allowed_schemes=services.runner.url_schemes,
         upload_dir=services.runner.upload_dir,
+        limits=TemplateLimits.of(services.runner),
     )
 
 
@@ -275,8 +276,9 @@ async def queue_new_run(
         definition = saved.definition
     assert definition is not None
     try:
-        parsed = parse_workflow(definition)
-        inputs = inputs_for(services, parsed, parameters)
+        # Off the event loop: templates render within a budget, but a budget of seconds.
+        parsed = await asyncio.to_thread(parse_workflow, definition)
+        inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     if options.webhook_url is not None:
@@ -352,7 +354,7 @@ async def _again(
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
-    workflow = parse_workflow(run.definition)
+    workflow = await asyncio.to_thread(parse_workflow, run.definition)
     sealed = sealed_inputs(services, run)
     values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
     values.update(sealed.parameters)
@@ -371,7 +373,7 @@ async def _again(
     if proxy is not None and proxy_password is not None:
         proxy = {**proxy, "password": proxy_password}
     _require_secrets(workflow, run, values, extra_http_headers, proxy)
-    inputs = inputs_for(services, workflow, values)
+    inputs = await asyncio.to_thread(inputs_for, services, workflow, values)
     options = replace(
         RunOptions.of(run),
         source=source,

@@ -96,7 +96,19 @@ class ServiceSettings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="Base URL users reach the API at, used in reproduce snippets (default: "
-        "the request's own base URL).",
+        "the request's own base URL). Its host is also accepted in the `Host` header.",
+    )
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated host names accepted in the `Host` header besides loopback "
+        "names, the address the service is bound to and GLASSBOX_PUBLIC_URL's host (`*` accepts "
+        "any host: DNS rebinding then reaches the service). Other hosts get `400`.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the API reads, in bytes (uploads have their own "
+        "limit); a larger one gets `413` before it is read.",
     )
 
 
