@@ -52,6 +52,7 @@ PROTECTED: frozenset[Key] = frozenset(
         ("GET", "/api/v1/runs/{run_id}"),
         ("DELETE", "/api/v1/runs/{run_id}"),
         ("GET", "/api/v1/runs/{run_id}/timeline"),
+        ("GET", "/api/v1/runs/{run_id}/activity"),
         ("GET", "/api/v1/runs/{run_id}/artifacts"),
         ("POST", "/api/v1/runs/{run_id}/cancel"),
         ("POST", "/api/v1/runs/{run_id}/rerun"),

@@ -114,7 +114,11 @@ def test_a_signed_trigger_needs_a_fresh_valid_signature(
         )
 
     now = int(time.time())
-    unsigned = httpx.post(hook, content=body, headers={"X-Glassbox-Token": token})
+    unsigned = httpx.post(
+        hook,
+        content=body,
+        headers={"X-Glassbox-Token": token, "Content-Type": "application/json"},
+    )
     assert unsigned.status_code == 401 and "signed" in unsigned.json()["detail"]
     assert call(now, sign(b"not the secret", now, body)).status_code == 401
     stale = now - 3600
