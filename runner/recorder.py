@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from PIL import Image, ImageDraw
 from playwright._impl._api_structures import ScreencastFrame
@@ -28,8 +28,11 @@ from playwright.async_api import (
     Error,
     Locator,
     Page,
+    Request,
+    Response,
 )
 
+from runner import netlog
 from runner.annotations import Annotator
 from runner.artifacts import PENDING, ArtifactSink, StoreFailed, missing_line
 from runner.browser import untraced
@@ -131,6 +134,7 @@ class RunRecorder:
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
+        self._network: TextIO | None = None  # runner.netlog: the HAR's entries as they come
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
         self._action_started = asyncio.Event()
@@ -182,6 +186,9 @@ class RunRecorder:
     async def start(self, context: BrowserContext, *, title: str) -> Page:
         """Records `context` from its first page on, which it opens and returns."""
         self.context = context
+        if self.har:
+            context.on("response", self._on_response)
+            context.on("requestfailed", self._on_request_failed)
         await self.track(context)
         page = await context.new_page()
         self.watch(page)
@@ -272,6 +279,31 @@ class RunRecorder:
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self._on_page_error(page, error))
         page.on("download", self._on_download)
+
+    # --- network log ------------------------------------------------------------------------
+
+    def _log_network(self, entry: dict[str, Any]) -> None:
+        try:
+            if self._network is None:
+                self._network = (self.spool / netlog.LOG_NAME).open("w", encoding="utf-8")
+            line = json.dumps(entry, ensure_ascii=False)
+            self._network.write(self.masker.mask_text(line) + "\n")
+            self._network.flush()
+        except (OSError, ValueError):  # a full disk or a closed log: the HAR is the record
+            pass
+
+    def _on_response(self, response: Response) -> None:
+        self._log_network(netlog.response_entry(response))
+
+    def _on_request_failed(self, request: Request) -> None:
+        self._log_network(netlog.failure_entry(request))
+
+    def close_network_log(self) -> Path | None:
+        """Closes the network log; its path if one was written."""
+        if self._network is None:
+            return None
+        self._network.close()
+        return self.spool / netlog.LOG_NAME
 
     # --- console ----------------------------------------------------------------------------
 
@@ -535,6 +567,7 @@ class RunRecorder:
         if self.context is not None:
             await guard("context", self.context.close(), 30)
         console = self.close_console()
+        network_log = self.close_network_log()
         lines = list(self.failures)
 
         def not_written(kind: ArtifactKind, name: str, what: str) -> None:
@@ -555,7 +588,15 @@ class RunRecorder:
         if self.tracing and not trace_path.exists():
             not_written(ArtifactKind.trace, "trace.zip", "trace")
         if self.har and self.context is not None and not har_path.exists():
-            not_written(ArtifactKind.har, "network.har", "context")
+            rebuilt = network_log is not None and await asyncio.to_thread(
+                _rebuild, network_log, har_path
+            )
+            if rebuilt:  # the browser wrote no HAR: the log's entries are kept instead
+                lines.append(missing_line(ArtifactKind.har, "network.har", netlog.REBUILT_NOTE))
+            else:
+                not_written(ArtifactKind.har, "network.har", "context")
+        if network_log is not None:
+            network_log.unlink(missing_ok=True)
         if self._console_error is not None:
             reason = storage_failure(self._console_error)
             lines.append(
@@ -640,6 +681,15 @@ def _line(kind: ArtifactKind, name: str | None, exc: Exception, timeout: float =
         return exc.line
     reason = storage_failure(exc) if disk_full(exc) else f"not stored: {_why(exc, timeout)}"
     return missing_line(kind, name, reason) if name else f"{kind.value}: {reason}"
+
+
+def _rebuild(log: Path, har: Path) -> bool:
+    try:
+        netlog.rebuild_har(log, har)
+    except OSError:
+        har.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _why(exc: BaseException | None, timeout: float) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from runner import netlog
 from runner.artifacts import PENDING, ArtifactSink, StoreFailed, database_failure, missing_line
 from runner.resources import RunnerResources, inputs_of
 from runner.secrets import SecretMasker, option_secrets
@@ -265,6 +266,23 @@ class _Salvage:
         if mp4.is_file() and await self._store(ArtifactKind.video, "recording.mp4", mp4):
             fragments.unlink(missing_ok=True)
         masker = self.masker
+        log, har = spool / netlog.LOG_NAME, spool / "network.har"
+        if log.is_file():
+            # The browser writes the HAR only when the context closes, which a worker that died
+            # never did: the entries it logged as the run went make one (without bodies).
+            if not har.is_file() and (ArtifactKind.har.value, har.name) not in self.have:
+                try:
+                    await asyncio.to_thread(netlog.rebuild_har, log, har)
+                    self.result.lost.append(
+                        missing_line(ArtifactKind.har, har.name, netlog.REBUILT_NOTE)
+                    )
+                except OSError as exc:  # a full disk: the log stays for a later sweep
+                    har.unlink(missing_ok=True)
+                    self.result.failed.append(
+                        missing_line(ArtifactKind.har, har.name, f"not rebuilt: {exc}")
+                    )
+            if har.is_file() or (ArtifactKind.har.value, har.name) in self.have:
+                log.unlink(missing_ok=True)
         for kind, path, mask in (
             (ArtifactKind.console, spool / "console.jsonl", _mask_lines),
             (ArtifactKind.har, spool / "network.har", SecretMasker.mask_har),

@@ -122,7 +122,7 @@ async def kill_mid_run(
         worker.wait(timeout=10)
         killed = time.monotonic()
     left = sorted(p.relative_to(spool).as_posix() for p in spool.rglob("*") if p.is_file())
-    assert left == ["console.jsonl", "video.spool.mp4"], left
+    assert left == ["console.jsonl", "network.jsonl", "video.spool.mp4"], left
     return run.id, killed
 
 
@@ -143,18 +143,25 @@ async def check_salvaged(
     assert row.status == "interrupted"
     assert "vanished" in (row.failure_reason or "")
     kinds = sorted(a.kind for a in artifacts)
-    assert {"video", "console", "download"} <= set(kinds), kinds
+    assert {"video", "console", "download", "har"} <= set(kinds), kinds
     assert kinds.count("download") == 1  # stored while the run went; not stored twice
     assert kinds.count("screenshot") == 5
-    # The HAR and the trace are written by the browser only at the run's end: the record says
-    # they went with the worker.
+    # The HAR and the trace are written by the browser only at the run's end: the HAR is
+    # rebuilt from the network log the run kept as it went (no bodies), the trace went with the
+    # worker, and the record says both.
     assert run_record(row, artifacts)["record"] == {
         "complete": False,
         "missing": [
-            "har network.har: lost with its worker",
+            "har network.har: rebuilt from the network log (no bodies)",
             "trace trace.zip: lost with its worker",
         ],
     }, log[-3000:]
+    har_artifact = next(a for a in artifacts if a.kind == "har")
+    har = json.loads(b"".join(services.store.open(har_artifact.key)))
+    entries = har["log"]["entries"]
+    assert entries and all(e["request"]["url"].startswith("http") for e in entries)
+    assert any(e["response"]["status"] == 200 for e in entries)
+    assert har["log"]["version"] == "1.2"
 
     video = next(a for a in artifacts if a.kind == "video")
     copy = tmp_path / "salvaged.mp4"
