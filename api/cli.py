@@ -174,7 +174,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from services.workers import Worker
+    from services.workers import WorkerPool
 
     services = open_services(settings)
     try:
@@ -183,9 +183,10 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(services, worker_options(settings.service, args.concurrency))
-        err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
-        await worker.run(stop)
+        # Database outages are waited out; a worker whose browser died is replaced.
+        pool = WorkerPool(services, worker_options(settings.service, args.concurrency), 1)
+        err.print(f"worker: concurrency {pool.options.concurrency}")
+        await asyncio.gather(*pool.start(stop))
     finally:
         await services.close()
     return EXIT_OK
