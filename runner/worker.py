@@ -362,18 +362,19 @@ class Worker:
     async def _reaper(self, stop: asyncio.Event) -> None:
         interval = max(0.5, min(self.options.lease_s / 2, 10.0))
         while not stop.is_set():
-            # Leases ran out during an outage because no heartbeat got through, not because
-            # their workers vanished: live workers get one lease to renew them first.
-            if not self.resources.db.outage.recently_back(self.options.lease_s):
-                try:
-                    await self.reap()
-                except Exception as error:
-                    self._db_failed(error, "reaping runs of vanished workers")
+            try:
+                await self.reap()
+            except Exception as error:
+                self._db_failed(error, "reaping runs of vanished workers")
             await asyncio.sleep(interval)
 
     async def reap(self) -> list[str]:
-        """Ends runs whose lease expired `interrupted`, and queues retries if configured."""
+        """Ends runs whose lease expired `interrupted`, and queues retries if configured.
+        Not within a lease of a database outage: leases ran out then because no heartbeat got
+        through, not because their workers vanished; live workers get one lease to renew."""
         ended: list[str] = []
+        if self.resources.db.outage.recently_back(self.options.lease_s):
+            return ended
         async with self.resources.db.session() as session:
             candidates = await expired_runs(session=session)
         for run_id in candidates:

@@ -8,11 +8,13 @@ processes themselves (SIGKILL, SIGSTOP) are in tests/api/test_leases_sqlite.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from runner.worker import Worker, WorkerOptions
 from services.backends import Services
@@ -146,3 +148,21 @@ async def test_a_user_s_rerun_whose_worker_vanished_is_retried_too(services: Ser
 
     [retry] = await children(services, rerun)
     assert (retry.status, retry.source) == ("queued", "rerun")
+
+
+async def test_no_run_is_reaped_within_a_lease_of_a_database_outage(services: Services) -> None:
+    """Leases run out during an outage because no heartbeat gets through, though every worker
+    is alive: the reaper gives them one lease after the database is back to renew them."""
+    [run_id] = await queued_runs(services.db, 1)
+    await claim_and_vanish(services, "host:5:quiet-during-the-outage")
+    reaper = worker(services)
+    outage = services.db.outage
+    outage.failed(OperationalError("SELECT 1", {}, ConnectionRefusedError()), "a heartbeat")
+    assert await reaper.reap() == []  # down: nothing can be told
+    outage.succeeded()
+    assert await reaper.reap() == []  # back a moment ago
+    assert (await fetch(services.db, run_id)).status == "running"
+
+    await asyncio.sleep(LEASE_S + 0.2)  # a lease later, no heartbeat came: it did vanish
+    assert await reaper.reap() == [run_id]
+    assert (await fetch(services.db, run_id)).status == "interrupted"
