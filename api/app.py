@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
 
-from api import artifacts, errors, live, runs, webhooks, workflows
+from api import artifacts, errors, health, live, runs, webhooks, workflows
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
 from services.settings import ServiceSettings, Settings
 from services.webhooks import WebhookDispatcher
-from services.workers import Worker, WorkerOptions
+from services.workers import WorkerOptions, WorkerPool
 from ui.routes import install as install_ui
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         stop = asyncio.Event()
         service = settings.service
-        pool = [Worker(services, worker_options(service)) for _ in range(service.workers)]
+        pool = WorkerPool(services, worker_options(service), service.workers)
         app.state.workers = pool
-        tasks = [asyncio.create_task(w.run(stop), name=f"worker {i}") for i, w in enumerate(pool)]
+        tasks = pool.start(stop)  # a worker that dies is logged and replaced
         tasks += await _extras(app, services, settings, stop)
         try:
             yield
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_docs(app)
     errors.install(app)
+    health.install(app)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     api.include_router(runs.router)
     api.include_router(live.router)
@@ -78,9 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(workflows.router)
     api.include_router(webhooks.router)
 
-    @api.get("/health", tags=["service"], summary="Liveness and the worker count")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "workers": len(getattr(app.state, "workers", []))}
+    @api.get(
+        "/health",
+        tags=["service"],
+        summary="Whether the database, storage and workers are up; 503 naming what is down",
+    )
+    async def service_health() -> JSONResponse:
+        status_code, body = await health.check(app.state.services, app.state.workers)
+        return JSONResponse(status_code=status_code, content=body)
 
     app.include_router(api)
     install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
