@@ -182,7 +182,7 @@ async def in_process_worker(services: Services, concurrency: int) -> AsyncIterat
 def test_an_idle_worker_process_survives_a_postgresql_restart_and_then_runs(
     tmp_path: Path, cluster: pg.PrivateCluster, site: SiteServer
 ) -> None:
-    """A 4 s restart of PostgreSQL under an idle `glassbox worker`: it stays up (today it exited
+    """A 3 s restart of PostgreSQL under an idle `glassbox worker`: it stays up (today it exited
     with status 1), logs the outage once and its end, and then claims and completes a run."""
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
@@ -195,7 +195,7 @@ def test_an_idle_worker_process_survives_a_postgresql_restart_and_then_runs(
     try:
         wait_until(lambda: "concurrency" in worker.tail(), timeout=30, what="the worker")
         time.sleep(2)  # Chromium up, idle in its claim loop
-        cluster.restart(down_s=4)
+        cluster.restart(down_s=3)
         time.sleep(1)
         assert worker.alive(), f"the worker exited:\n{worker.tail()}"
 
@@ -229,10 +229,10 @@ def stop_proc(proc: Proc) -> None:
 async def test_runs_in_flight_during_an_outage_complete_with_every_card_and_artifact(
     tmp_path: Path, cluster: pg.PrivateCluster, proxy: TcpProxy, site: SiteServer
 ) -> None:
-    """Two runs of 10 steps on a worker of concurrency 2 whose database connections are cut and
-    refused for 4 s mid-run (longer than the 3 s lease): both end `completed` with the same
+    """Two runs of 8 steps on a worker of concurrency 2 whose database connections are cut and
+    refused for 3.5 s mid-run (longer than the 3 s lease): both end `completed` with the same
     cards and artifacts as the same workflow run without an outage, and a complete record."""
-    flow = stepwise_workflow(site, steps=8, step_ms=500)
+    flow = stepwise_workflow(site, steps=6, step_ms=400)
     services = open_on(through(proxy), tmp_path / "data")
     direct = open_on(cluster.url, tmp_path / "data")
     try:
@@ -248,7 +248,7 @@ async def test_runs_in_flight_during_an_outage_complete_with_every_card_and_arti
 
             await until(mid_run, timeout=30, what="both runs mid-run")
             proxy.refuse()
-            await asyncio.sleep(4)
+            await asyncio.sleep(LEASE_S + 0.5)
             proxy.restore()
             outcomes = [await terminal(direct, run_id) for run_id in runs]
     finally:
