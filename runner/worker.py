@@ -370,10 +370,13 @@ class Worker:
 
     async def reap(self) -> list[str]:
         """Ends runs whose lease expired `interrupted`, and queues retries if configured.
-        Not within a lease of a database outage: leases ran out then because no heartbeat got
-        through, not because their workers vanished; live workers get one lease to renew."""
+        Not within a lease of a database outage long enough to let leases of live workers run
+        out (no heartbeat got through): they get one lease to renew them first."""
         ended: list[str] = []
-        if self.resources.db.outage.recently_back(self.options.lease_s):
+        options = self.options
+        if self.resources.db.outage.recently_down(
+            longer_than=(options.lease_s - options.heartbeat_s) / 2, within_s=options.lease_s
+        ):
             return ended
         async with self.resources.db.session() as session:
             candidates = await expired_runs(session=session)

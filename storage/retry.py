@@ -64,6 +64,7 @@ class Outage:
         self.down_since: float | None = None  # time.monotonic()
         self.error: str | None = None
         self.back_at: float | None = None  # when the last outage ended (time.monotonic())
+        self.lasted = 0.0  # how long the last outage lasted
         self.outages = 0
 
     @property
@@ -87,15 +88,19 @@ class Outage:
     def succeeded(self) -> None:
         if self.down_since is None:
             return
-        lasted = time.monotonic() - self.down_since
+        self.lasted = time.monotonic() - self.down_since
         self.down_since, self.back_at = None, time.monotonic()
-        log.warning("%s is back after %.1f s", self.component, lasted)
+        log.warning("%s is back after %.1f s", self.component, self.lasted)
 
-    def recently_back(self, within_s: float) -> bool:
-        """Down now, or back less than `within_s` ago."""
-        if self.down:
-            return True
-        return self.back_at is not None and time.monotonic() - self.back_at < within_s
+    def recently_down(self, *, longer_than: float, within_s: float) -> bool:
+        """Down for more than `longer_than` now, or after such an outage back less than
+        `within_s` ago. (Blips — SQLite's `database is locked` — do not count.)"""
+        now = time.monotonic()
+        if self.down_since is not None:
+            return now - self.down_since > longer_than
+        return (
+            self.back_at is not None and now - self.back_at < within_s and self.lasted > longer_than
+        )
 
 
 def backoff(attempt: int, *, first: float = FIRST_DELAY_S, cap: float = MAX_DELAY_S) -> float:
