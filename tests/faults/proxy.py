@@ -22,9 +22,13 @@ BUFFER = 65536
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST, as a crashed peer or a dropped network does, not a polite FIN."""
+    """Close with RST, as a crashed peer or a dropped network does, not a polite FIN.
+    A close() alone would wait for the thread blocked in recv() on the socket (Linux keeps the
+    socket open, and piping, until that call returns): shutting down reading wakes it first."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
     with contextlib.suppress(OSError):
         sock.close()
 
