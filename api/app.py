@@ -11,10 +11,23 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
-from api import artifacts, errors, health, live, runs, webhooks, workflows
+from api import (
+    artifacts,
+    errors,
+    guard,
+    health,
+    live,
+    runs,
+    schedules,
+    triggers,
+    uploads,
+    webhooks,
+    workflows,
+)
 from api.auth import check_startup, require_api_key
 from api.records import API_PREFIX, public_record
 from services.backends import Services, open_services
+from services.schedules import Scheduler
 from services.settings import ServiceSettings, Settings
 from services.webhooks import WebhookDispatcher
 from services.workers import WorkerOptions, WorkerPool
@@ -73,12 +86,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
     errors.install(app)
     health.install(app)
+    guard.install(app, settings.service)  # Host, Origin, content type, body size
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     api.include_router(runs.router)
     api.include_router(live.router)
     api.include_router(artifacts.router)
     api.include_router(workflows.router)
     api.include_router(webhooks.router)
+    api.include_router(schedules.router)
+    api.include_router(triggers.router)
+    api.include_router(uploads.router)
 
     @api.get(
         "/health",
@@ -90,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=status_code, content=body)
 
     app.include_router(api)
+    app.include_router(triggers.hooks)  # authenticated by each trigger's token, not API keys
     install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
     return app
 
@@ -120,7 +138,7 @@ def _install_docs(app: FastAPI) -> None:
 async def _extras(
     app: FastAPI, services: Services, settings: Settings, stop: asyncio.Event
 ) -> list[asyncio.Task[Any]]:
-    """Background services beside the workers: webhook delivery."""
+    """Background services beside the workers: webhook delivery, schedules."""
     dispatcher = WebhookDispatcher(db=services.db, settings=settings.webhooks, record=public_record)
     app.state.webhooks = dispatcher
 
@@ -130,4 +148,8 @@ async def _extras(
         finally:
             await dispatcher.aclose()
 
-    return [asyncio.create_task(deliver(), name="webhooks")]
+    scheduler = Scheduler(services, poll_s=settings.service.scheduler_poll_s)
+    return [
+        asyncio.create_task(deliver(), name="webhooks"),
+        asyncio.create_task(scheduler.run_forever(stop), name="scheduler"),
+    ]

@@ -141,11 +141,6 @@ async def active_key_count(app: Any) -> int:
     return value
 
 
-def forget_key_count(app: Any) -> None:
-    """Drops the cached count, e.g. after this process created or revoked a key."""
-    app.state.api_key_count = None
-
-
 def _refuse(conn: HTTPConnection) -> Exception:
     if conn.scope["type"] == "websocket":
         return WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=UNAUTHORIZED_DETAIL)
@@ -175,7 +170,6 @@ async def require_api_key(
         if key is None:
             logger.info("refused an invalid or revoked API key from %s", client or "?")
             raise _refuse(request)
-        request.state.api_key = key
         return key
     if await active_key_count(request.app) > 0:
         raise _refuse(request)
@@ -186,7 +180,6 @@ async def require_api_key(
             client or "an unknown address",
         )
         raise _refuse(request)
-    request.state.api_key = None
     return None
 
 

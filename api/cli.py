@@ -18,6 +18,7 @@ from api.records import run_record
 from services.backends import Services, open_services
 from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
 from services.settings import Settings
+from services.uploads import upload_local_files
 from services.workflows import load_workflow_file
 from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
@@ -83,6 +84,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     overrides = _parse_params(args.param or [])
     services = open_services(settings)
     try:
+        overrides = await upload_local_files(services, workflow, overrides)
         inputs = inputs_for(services, workflow, overrides)
         # This process runs it: no worker is woken. Status changes are still announced, so a
         # `glassbox serve` on the same PostgreSQL database shows the run live.
@@ -174,7 +176,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from services.workers import WorkerPool
+    from services.workers import Worker, WorkerPool, salvage_spools
 
     services = open_services(settings)
     try:
@@ -183,6 +185,15 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        worker = Worker(services, worker_options(settings.service, args.concurrency))
+        if args.salvage:  # once: end runs whose worker vanished, store their spools, exit
+            await worker.reap()
+            for found in await salvage_spools(services):
+                err.print(
+                    f"{found.run_id}: stored {', '.join(found.stored) or 'nothing'}"
+                    + (f"; still missing: {'; '.join(found.failed)}" if found.failed else "")
+                )
+            return EXIT_OK
         # Database outages are waited out; a worker whose browser died is replaced.
         pool = WorkerPool(services, worker_options(settings.service, args.concurrency), 1)
         err.print(f"worker: concurrency {pool.options.concurrency}")
@@ -210,6 +221,52 @@ async def _apikey(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import datetime
+
+    from api.schedules import record
+    from services import schedules
+    from services.schedules import ScheduleSpec
+
+    services = open_services(settings)
+    try:
+        command = args.schedule_command
+        if command == "list":
+            for schedule in await schedules.list_schedules(services, args.workflow):
+                sys.stdout.write(json.dumps(await record(services, schedule)) + "\n")
+            return EXIT_OK
+        if command == "delete":
+            await schedules.delete_schedule(services, args.id)
+            err.print(f"deleted {escape(args.id)}")
+            return EXIT_OK
+        if command in ("enable", "disable"):
+            spec = ScheduleSpec(enabled=command == "enable")
+            schedule = await schedules.update_schedule(services, args.id, spec)
+        else:
+            at = None
+            if args.at:
+                try:
+                    at = datetime.fromisoformat(args.at)
+                except ValueError:
+                    raise ValidationFailed("--at", f"not an ISO 8601 time: {args.at!r}") from None
+            spec = ScheduleSpec(
+                cron=args.cron,
+                interval_s=args.every,
+                at=at,
+                timezone=args.timezone,
+                parameters=_parse_params(args.param or []),
+                catch_up=args.catch_up,
+                title=args.title,
+            )
+            schedule = await schedules.create_schedule(services, args.workflow_id, spec)
+        sys.stdout.write(json.dumps(await record(services, schedule)) + "\n")
+        next_at = schedule.next_fire_at.isoformat() if schedule.next_fire_at else "never"
+        err.print(f"{escape(schedule.id)}: next run at {escape(next_at)}")
+    finally:
+        await services.close()
+    return EXIT_OK
+
+
 def _db(args: argparse.Namespace, settings: Settings) -> int:
     database_url = settings.storage.resolved_database_url
     migrate.upgrade(database_url)
@@ -227,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a workflow file in this process")
     run.add_argument("flow", help="workflow file (YAML or JSON)")
     run.add_argument(
-        "--param", action="append", metavar="NAME=VALUE", help="set a parameter (repeatable)"
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="set a parameter (repeatable); a file parameter takes @PATH",
     )
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -247,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="a worker process that claims queued runs")
     worker.add_argument("--concurrency", type=int, help="runs executed at once (default 1)")
+    worker.add_argument(
+        "--salvage",
+        action="store_true",
+        help="store the spools left behind by dead workers and outages, then exit",
+    )
 
     apikey = sub.add_parser("apikey", help="API keys (X-API-Key)")
     apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
@@ -255,6 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = apikey_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id", help="key id (key_…)")
+
+    schedule = sub.add_parser("schedule", help="saved workflows that run by themselves")
+    schedule_sub = schedule.add_subparsers(dest="schedule_command", required=True)
+    add = schedule_sub.add_parser("add", help="schedule a saved workflow")
+    add.add_argument("workflow_id", help="saved workflow id (wf_…)")
+    when = add.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='a cron expression, e.g. "0 9 * * 1-5"')
+    when.add_argument("--every", type=int, metavar="SECONDS", help="a fixed interval")
+    when.add_argument("--at", help="once, at this ISO 8601 time")
+    add.add_argument("--timezone", help="IANA time zone for --cron and --at (default UTC)")
+    add.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="a parameter of the runs"
+    )
+    add.add_argument("--title", help="the runs' title")
+    add.add_argument(
+        "--catch-up", choices=["skip", "run_once"], help="after missed fire times (default skip)"
+    )
+    listing = schedule_sub.add_parser("list", help="list schedules (JSON lines)")
+    listing.add_argument("--workflow", help="only this workflow's")
+    for verb, text in (("enable", "start"), ("disable", "stop"), ("delete", "delete")):
+        one = schedule_sub.add_parser(verb, help=f"{text} a schedule")
+        one.add_argument("id", help="schedule id (sch_…)")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -282,6 +369,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
             code = asyncio.run(_worker(args, settings))
         elif args.command == "apikey":
             code = asyncio.run(_apikey(args, settings))
+        elif args.command == "schedule":
+            code = asyncio.run(_schedule(args, settings))
         else:
             code = _db(args, settings)
     except ValidationFailed as exc:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from storage.errors import (
@@ -13,6 +17,7 @@ from storage.errors import (
     InvalidTransition,
     NotFound,
     RunNotFinished,
+    TriggerRefused,
     ValidationFailed,
     WebhookNotConfigured,
 )
@@ -22,41 +27,96 @@ STATUS_CODES: dict[type[GlassboxError], int] = {
     InvalidTransition: 409,
     RunNotFinished: 409,
     WebhookNotConfigured: 422,
+    TriggerRefused: 401,
     ConfigurationError: 500,
 }
 """Errors answered `{"detail": "<message>"}` with this status; ValidationFailed names its field."""
 
 
-def field_error(field: str, message: str, *, prefix: tuple[str, ...] = ("body",)) -> JSONResponse:
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def field_error(
+    field: str, message: str, *, prefix: tuple[str, ...] = ("body",), line: int | None = None
+) -> JSONResponse:
+    field = _cut(field, 200)
     loc = [*prefix, *[p for p in field.replace("[", ".[").split(".") if p]]
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": [
-                {
-                    "loc": loc,
-                    "field": field,
-                    "msg": message,
-                    "type": "value_error",
-                }
-            ]
-        },
-    )
+    item: dict[str, object] = {
+        "loc": loc,
+        "field": field,
+        "msg": _cut(message, 400),
+        "type": "value_error",
+    }
+    if line is not None:
+        item["line"] = line  # where the field is in a workflow sent as YAML/JSON text
+    return JSONResponse(status_code=422, content={"detail": [item]})
 
 
 def _answer(status_code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=status_code, content={"detail": str(exc)})
+        return JSONResponse(status_code=status_code, content={"detail": _cut(str(exc), 400)})
 
     return handler
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationFailed)
-    return field_error(exc.field, exc.message, prefix=(exc.location,))
+    return field_error(exc.field, exc.message, prefix=(exc.location,), line=exc.line)
+
+
+EXCERPT_CHARS = 120
+"""Refusals repeat at most this much of the offending input."""
+
+
+def excerpt(value: Any) -> Any:
+    """The input as a refusal may echo it: small values as they are, others cut short."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(jsonable_encoder(value), ensure_ascii=False, allow_nan=True)
+        except (TypeError, ValueError, RecursionError):
+            text = type(value).__name__
+        if len(text) <= EXCERPT_CHARS:
+            return jsonable_encoder(value)
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "header", "path") else loc)
+    field = ""
+    for part in parts:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    return field or (str(loc[0]) if loc else "")
+
+
+async def _shape(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for bodies and parameters of the wrong shape, with `field` added and the
+    echoed `input` cut to an excerpt (a 50 MB title is not sent back)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = []
+    for error in exc.errors()[:20]:
+        loc = tuple(error.get("loc", ()))
+        item: dict[str, Any] = {
+            "loc": [excerpt(p) if isinstance(p, str) else p for p in loc],
+            "field": excerpt(_field_of(loc)),
+            "msg": excerpt(str(error.get("msg", ""))),
+            "type": error.get("type", "value_error"),
+        }
+        if "input" in error:
+            item["input"] = excerpt(error["input"])
+        detail.append(item)
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 def install(app: FastAPI) -> None:
     for error, status_code in STATUS_CODES.items():
         app.add_exception_handler(error, _answer(status_code))
     app.add_exception_handler(ValidationFailed, _invalid)
+    app.add_exception_handler(RequestValidationError, _shape)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from api.errors import field_error
 from api.records import card_record
 from services.backends import Services
 from storage.errors import NotFound
@@ -24,6 +26,8 @@ from storage.timeline import list_cards
 router = APIRouter(tags=["live"])
 
 POLL_S = 1.0
+MAX_SEQ = 10**18
+_SEQ = re.compile(r"^[0-9]{1,18}$", re.ASCII)
 KEEPALIVE_S = 15.0
 
 
@@ -101,13 +105,19 @@ async def events(
     run_id: str,
     request: Request,
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
-    after_seq: int = 0,
-) -> StreamingResponse:
+    after_seq: int = Query(default=0, ge=0, le=MAX_SEQ),
+) -> Response:
+    if last_event_id is not None and last_event_id.strip():
+        if not _SEQ.match(last_event_id.strip()):
+            return field_error(
+                "Last-Event-ID",
+                "expected a card number (digits 0-9, at most 18)",
+                prefix=("header",),
+            )
+        after_seq = max(after_seq, int(last_event_id.strip()))
     services: Services = request.app.state.services
     async with services.db.session() as session:
         await get_run(session=session, run_id=run_id)  # 404 before the stream starts
-    if last_event_id and last_event_id.isdigit():
-        after_seq = max(after_seq, int(last_event_id))
     return StreamingResponse(
         run_events(services, run_id, after_seq, request),
         media_type="text/event-stream",

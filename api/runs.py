@@ -7,14 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from api.artifacts import HOSTILE_CONTENT_HEADERS
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
-from api.schemas import RunCreate, RunDuplicate
+from api.schemas import RunCreate, RunDuplicate, RunRerun
 from services import runs
+from services.activity import run_activity
 from storage.artifacts import list_artifacts
 from storage.models import Run
-from storage.runs import get_run
+from storage.runs import RunFilter, get_run
 from storage.timeline import list_cards
 
 router = APIRouter(tags=["runs"])
@@ -35,28 +37,49 @@ async def create_run_endpoint(body: RunCreate, services: ServicesDep) -> dict[st
 @router.get("/runs", summary="List runs, newest first")
 async def list_runs(
     services: ServicesDep,
-    status: str | None = Query(default=None, description="One status or several, comma-separated"),
-    workflow_id: str | None = None,
-    source: str | None = None,
-    q: str | None = Query(default=None, description="Text in the title or the run id"),
+    status: str | None = Query(
+        default=None, max_length=200, description="One status or several, comma-separated"
+    ),
+    workflow_id: str | None = Query(default=None, max_length=200),
+    source: str | None = Query(default=None, max_length=200),
+    q: str | None = Query(
+        default=None, max_length=500, description="Text in the title or the run id"
+    ),
+    tag: str | None = Query(default=None, max_length=64, description="Runs with this tag"),
+    schedule_id: str | None = Query(default=None, max_length=200),
+    trigger_id: str | None = Query(default=None, max_length=200),
     archived: bool = False,
     limit: int = Query(default=50, ge=1, le=500),
-    cursor: str | None = None,
+    cursor: str | None = Query(default=None, max_length=500),
 ) -> dict[str, Any]:
-    page = await runs.list_runs(
-        services,
-        status=status,
+    where = RunFilter(
         workflow_id=workflow_id,
         source=source,
-        q=q,
+        text=q,
         archived=archived,
-        limit=limit,
-        cursor=cursor,
+        tag=tag,
+        schedule_id=schedule_id,
+        trigger_id=trigger_id,
     )
+    page = await runs.list_runs(services, status=status, where=where, limit=limit, cursor=cursor)
     return {
         "items": [public_record(r, []) for r in page.items],
         "next_cursor": page.next_cursor,
         "counts": page.counts,
+    }
+
+
+@router.get(
+    "/runs/{run_id}/activity",
+    summary="The run's network requests and console lines, on the video's clock",
+)
+async def activity(run_id: str, services: ServicesDep) -> dict[str, Any]:
+    found = await run_activity(services, run_id)
+    return {
+        "requests": found.requests,
+        "console": found.console,
+        "truncated": found.truncated,
+        "missing": found.missing,
     }
 
 
@@ -66,7 +89,9 @@ async def get_run_endpoint(run_id: str, session: SessionDep) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id}/timeline", summary="A run's cards, in order")
-async def timeline(run_id: str, session: SessionDep, after_seq: int = 0) -> dict[str, Any]:
+async def timeline(
+    run_id: str, session: SessionDep, after_seq: int = Query(default=0, ge=0, le=10**18)
+) -> dict[str, Any]:
     await get_run(session=session, run_id=run_id)
     cards = await list_cards(session=session, run_id=run_id, after_seq=after_seq)
     return {"items": [card_record(c) for c in cards]}
@@ -86,15 +111,30 @@ async def cancel(run_id: str, services: ServicesDep, session: SessionDep) -> dic
 
 
 @router.post("/runs/{run_id}/rerun", status_code=201, summary="Run again with the same inputs")
-async def rerun(run_id: str, services: ServicesDep) -> dict[str, Any]:
-    return public_record(await runs.rerun(services, run_id), [])
+async def rerun(run_id: str, services: ServicesDep, body: RunRerun | None = None) -> dict[str, Any]:
+    given = body or RunRerun()
+    new = await runs.rerun(
+        services,
+        run_id,
+        parameters=given.parameters,
+        extra_http_headers=given.extra_http_headers,
+        proxy_password=given.proxy_password,
+    )
+    return public_record(new, [])
 
 
 @router.post(
     "/runs/{run_id}/duplicate", status_code=201, summary="Run again with edited parameters"
 )
 async def duplicate(run_id: str, body: RunDuplicate, services: ServicesDep) -> dict[str, Any]:
-    new = await runs.duplicate_run(services, run_id, parameters=body.parameters, title=body.title)
+    new = await runs.duplicate_run(
+        services,
+        run_id,
+        parameters=body.parameters,
+        title=body.title,
+        extra_http_headers=body.extra_http_headers,
+        proxy_password=body.proxy_password,
+    )
     return public_record(new, [])
 
 
@@ -131,7 +171,9 @@ async def delete_run(run_id: str, services: ServicesDep) -> Response:
 )
 async def code(run_id: str, services: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(
-        await runs.generated_code(services, run_id), media_type="text/x-python"
+        await runs.generated_code(services, run_id),
+        media_type="text/x-python",
+        headers=HOSTILE_CONTENT_HEADERS,  # stored bytes, with strings from the visited pages
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.runs import RunOptions
 from storage.status import RunSource
@@ -33,6 +34,42 @@ EXAMPLE_WORKFLOW: dict[str, Any] = {
 }
 
 
+MAX_TEXT = 2000
+"""The longest URL, proxy field or header value a request may give."""
+MAX_HEADERS = 50
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def _header_name(name: str) -> str:
+    if not _TOKEN.match(name):
+        raise ValueError("invalid header name (letters, digits and !#$%&'*+.^_`|~- only)")
+    return name
+
+
+def _header_value(value: str) -> str:
+    if not _HEADER_VALUE.match(value):
+        raise ValueError("invalid header value (no CR, LF or other control characters)")
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_header_value)]
+Params = Annotated[dict[Annotated[str, Field(max_length=200)], Any], Field(max_length=200)]
+
+
+class Proxy(BaseModel):
+    """Playwright's proxy settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: str = Field(min_length=1, max_length=MAX_TEXT, examples=["http://proxy:3128"])
+    bypass: str | None = Field(default=None, max_length=MAX_TEXT)
+    username: str | None = Field(default=None, max_length=MAX_TEXT)
+    password: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -42,6 +79,8 @@ class RunCreate(BaseModel):
                     "workflow": EXAMPLE_WORKFLOW,
                     "parameters": {"query": "desk lamp"},
                     "webhook_url": "https://example.com/hooks/glassbox",
+                    "tags": ["nightly", "shop"],
+                    "metadata": {"ticket": "OPS-42"},
                 }
             ]
         },
@@ -50,22 +89,32 @@ class RunCreate(BaseModel):
     workflow: dict[str, Any] | None = Field(
         default=None, description="An inline workflow (the YAML format, as JSON)."
     )
-    workflow_id: str | None = Field(default=None, description="A saved workflow's id.")
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str | None = Field(
+        default=None, max_length=200, description="A saved workflow's id."
+    )
+    parameters: Params = Field(default_factory=dict)
     title: str | None = Field(default=None, max_length=500)
     timeout_s: int | None = Field(default=None, gt=0, le=86_400)
-    webhook_url: str | None = Field(default=None, max_length=2000)
-    proxy: dict[str, Any] | None = Field(
+    webhook_url: str | None = Field(default=None, max_length=MAX_TEXT)
+    proxy: Proxy | None = Field(
         default=None, description='Playwright proxy settings, e.g. {"server": "http://p:3128"}.'
     )
-    extra_http_headers: dict[str, str] | None = None
+    extra_http_headers: (
+        Annotated[dict[HeaderName, HeaderValue], Field(max_length=MAX_HEADERS)] | None
+    ) = None
     run_with: Literal["agent", "code"] = "agent"
+    tags: list[str] = Field(
+        default_factory=list, description="Labels to find the run by (`GET /runs?tag=`)."
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="A small JSON object kept with the run (up to 8 KiB)."
+    )
 
     def options(self) -> RunOptions:
+        requested = self.model_dump(include=set(RunOptions.REQUESTED) - {"proxy"})
+        proxy = self.proxy.model_dump(exclude_none=True) if self.proxy else None
         return RunOptions(
-            source=RunSource.api,
-            workflow_id=self.workflow_id,
-            **self.model_dump(include=set(RunOptions.REQUESTED)),
+            source=RunSource.api, workflow_id=self.workflow_id, proxy=proxy, **requested
         )
 
 
@@ -75,10 +124,36 @@ class RunDuplicate(BaseModel):
         json_schema_extra={"examples": [{"parameters": {"query": "floor lamp"}}]},
     )
 
-    parameters: dict[str, Any] = Field(
+    parameters: Params = Field(
         default_factory=dict, description="Parameters to change; the others are kept."
     )
     title: str | None = Field(default=None, max_length=500)
+    extra_http_headers: dict[str, str] | None = Field(
+        default=None,
+        description="Values of the run's secret headers (Authorization, Cookie, …): they are "
+        "not kept after a run ends.",
+    )
+    proxy_password: str | None = Field(
+        default=None, description="The proxy's password: it is not kept after a run ends."
+    )
+
+
+class RunRerun(BaseModel):
+    """Optional: the secrets of a finished run, which are not kept after it ends."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"parameters": {"password": "…"}}]},
+    )
+
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values of the run's secret parameters (others may be changed too).",
+    )
+    extra_http_headers: dict[str, str] | None = Field(
+        default=None, description="Values of the run's secret headers."
+    )
+    proxy_password: str | None = Field(default=None, description="The proxy's password.")
 
 
 class WorkflowCreate(BaseModel):
@@ -87,7 +162,15 @@ class WorkflowCreate(BaseModel):
         json_schema_extra={"examples": [{"definition": EXAMPLE_WORKFLOW}]},
     )
 
-    definition: dict[str, Any]
+    definition: dict[str, Any] | None = Field(
+        default=None, description="The workflow (the YAML format, as JSON). Or give `source`."
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=200_000,
+        description="The workflow as YAML or JSON text (the web editor's); a refusal of it also "
+        "gives the `line` of the field in the text.",
+    )
     title: str | None = Field(default=None, max_length=500)
 
 

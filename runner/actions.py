@@ -5,10 +5,9 @@ with its video offset and the screenshot of its effect, and its lines of generat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from runner.context import RunContext
-from runner.errors import StepFailed
+from runner.errors import step_failure
 from runner.steps import Located, Outcome, StepEnv, run_step, target_of
 from runner.workflow import StepArgs
 
@@ -39,11 +38,12 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
         mask=ctx.masker.mask_text,
         step_timeout_ms=ctx.settings.step_timeout_ms,
         navigation_timeout_ms=ctx.settings.navigation_timeout_ms,
-        upload_dir=Path.cwd(),
+        upload_dir=ctx.settings.upload_dir,
     )
     try:
         outcome = await run_step(call.verb, call.args, call.raw, env, call.located)
-    except StepFailed as exc:
+    except Exception as error:
+        exc = step_failure(error)  # a full disk or storage outage is named, at its step
         target = target_of(call.args, call.located)
         await ctx.action_card(
             action,
@@ -53,7 +53,7 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
             url=action.url,
             extra={"tool": call.tool} if call.tool else None,
         )
-        raise
+        raise exc from error if exc is not error else None
     lines = list(outcome.code)
     ctx.add_code(lines)
     await ctx.settle_tabs()

@@ -165,8 +165,12 @@ class RunContext:
         self.workflow = workflow
         self.inputs = inputs
         self.settings = env.settings
+        # The options in clear: the run row keeps secret headers and the proxy password masked.
+        headers, proxy = inputs.extra_http_headers, inputs.proxy
+        self.extra_http_headers = run.extra_http_headers if headers is None else headers
+        self.proxy = run.proxy if proxy is None else proxy
         self.masker = SecretMasker(
-            [*inputs.secret_values, *option_secrets(run.extra_http_headers, run.proxy)]
+            [*inputs.secret_values, *option_secrets(self.extra_http_headers, self.proxy)]
         )
         self.spool = env.spool_dir / run.id
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -342,21 +346,22 @@ class RunContext:
 
     async def open_browser(self) -> None:
         """A fresh browser context for the run, recorded from its first page on."""
-        run, settings = self.run, self.settings
+        settings = self.settings
         options: dict[str, Any] = {
             "viewport": {"width": settings.viewport_width, "height": settings.viewport_height},
             "accept_downloads": True,
             **self.recorder.context_options(),
         }
-        if run.proxy:
-            options["proxy"] = run.proxy
-        if run.extra_http_headers:
-            options["extra_http_headers"] = run.extra_http_headers
+        if self.proxy:
+            options["proxy"] = self.proxy
+        if self.extra_http_headers:
+            options["extra_http_headers"] = self.extra_http_headers
         context = await self.env.browser.new_context(**options)
         self.browser_context = context
         context.set_default_timeout(settings.step_timeout_ms)
         await track_click_listeners(context)
-        page = await self.recorder.start(context, title=run.title)
+        page = await self.recorder.start(context, title=self.run.title)
+        self.metrics["video_started_at"] = self.recorder.video_started_at
         self.page = page
         page.on("close", self._on_page_closed)
         context.on("page", self.on_new_page)

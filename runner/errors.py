@@ -24,3 +24,28 @@ class RunEnded(Exception):
 
 class ToolProblem(Exception):
     """An agent's tool call that could not be carried out; the model is told and may retry."""
+
+
+def infrastructure_reason(exc: BaseException) -> str | None:
+    """A failure of what runs depend on — the disk, the object store, the database — in the
+    words of a failure reason that names the component (`disk full: [Errno 28] …`, `storage
+    unavailable: connection refused`); None for any other error."""
+    from runner.artifacts import database_failure, database_transient
+    from storage.objects import disk_full, storage_failure, unavailable
+
+    if disk_full(exc) or unavailable(exc):
+        return storage_failure(exc)
+    if database_transient(exc):
+        return database_failure(exc)
+    return None
+
+
+def step_failure(exc: Exception) -> StepFailed:
+    """`exc` as a step's failure: a `StepFailed` as it is, an infrastructure failure named;
+    anything else is raised again (a bug, reported as an internal error)."""
+    if isinstance(exc, StepFailed):
+        return exc
+    reason = infrastructure_reason(exc)
+    if reason is None:
+        raise exc
+    return StepFailed(reason)

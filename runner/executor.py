@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 
 from runner import codegen
+from runner.artifacts import release_spool
 from runner.blocks import run_blocks
 from runner.context import RunContext, RunnerEnv
 from runner.errors import RunEnded, StepFailed
@@ -89,7 +89,9 @@ class RunExecution:
         )
         code = ctx.masker.mask_text(script).encode()
         missing += await store(
-            ArtifactKind.code, ctx.sink.put_bytes(ArtifactKind.code, "replay.py", code), 30
+            ArtifactKind.code,
+            ctx.sink.put_bytes(ArtifactKind.code, "replay.py", code),
+            30 + ctx.sink.retry_s,
         )
         for text in missing:
             # Never silently: logged, on the timeline and in the record (record.missing).
@@ -108,7 +110,7 @@ class RunExecution:
             )
         except Exception:
             log.exception("run %s: its end (%s) could not be stored", ctx.run.id, status.value)
-        shutil.rmtree(ctx.spool, ignore_errors=True)
+        release_spool(ctx.spool)  # kept while it holds what could not be stored (salvage)
         try:
             await asyncio.wait_for(ctx.close_llm(), 10)
         except Exception:

@@ -7,6 +7,8 @@ from typing import Any
 
 import jsonschema
 from playwright.async_api import Locator, Page
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from runner.workflow import ExtractBlock, ExtractField
 
@@ -53,9 +55,19 @@ async def extract_fields(page: Page, block: ExtractBlock, timeout_ms: int) -> di
     return result
 
 
+_NO_RETRIEVAL: Registry[Any] = Registry()
+"""References resolve inside the schema only: a registry that retrieves nothing (no file:, no
+http: — the default would fetch http references)."""
+
+
 def schema_errors(data: Any, schema: dict[str, Any]) -> str | None:
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    validator = jsonschema.Draft202012Validator(schema, registry=_NO_RETRIEVAL)
+    try:
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    except Unresolvable as exc:
+        return f"the schema refers to {str(exc.ref)[:200]!r}, which is not inside it"
+    except RecursionError:
+        return "the schema or the data is nested too deeply"
     if not errors:
         return None
     first = errors[0]

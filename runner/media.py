@@ -1,4 +1,4 @@
-"""Locating the ffmpeg / ffprobe executables used for video recording."""
+"""Locating the ffmpeg executable used for video recording."""
 
 from __future__ import annotations
 
@@ -46,19 +46,3 @@ def find_ffmpeg(configured: str | None = None) -> str:
         "ffmpeg not found: install ffmpeg (e.g. `apt-get install ffmpeg`), install the "
         "`imageio-ffmpeg` wheel, or set GLASSBOX_FFMPEG to the path of an ffmpeg executable"
     )
-
-
-def find_ffprobe(configured: str | None = None) -> str | None:
-    """Return the path of a system ffprobe executable, or ``None`` if there is none.
-
-    ``imageio-ffmpeg`` ships no ffprobe, so this only looks next to the ffmpeg ``configured``
-    (the runner setting ``ffmpeg``) and on ``PATH``.
-    """
-    configured = (configured or "").strip()
-    if configured:
-        ffmpeg_path = shutil.which(configured)
-        if ffmpeg_path is not None:
-            sibling = os.path.join(os.path.dirname(ffmpeg_path), "ffprobe")
-            if os.path.isfile(sibling) and os.access(sibling, os.X_OK):
-                return sibling
-    return shutil.which("ffprobe")

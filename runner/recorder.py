@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import json
 import logging
+import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,13 +31,15 @@ from playwright.async_api import (
 )
 
 from runner.annotations import Annotator
-from runner.artifacts import ArtifactSink
+from runner.artifacts import PENDING, ArtifactSink, StoreFailed, missing_line
 from runner.browser import untraced
+from runner.errors import StepFailed
 from runner.secrets import SecretMasker
 from runner.settings import RunnerSettings
 from runner.tracking import BINDING, TRACKER_SCRIPT, Acted, ActionTracker
 from runner.video import VideoRecorder
 from storage.models import Artifact
+from storage.objects import disk_full, storage_failure
 from storage.status import ArtifactKind
 
 log = logging.getLogger(__name__)
@@ -125,7 +130,6 @@ class RunRecorder:
         )
         self.active: Page | None = None
         self.on_live_frame: Callable[[bytes], None] | None = None
-        self.frame_count = 0
         self._console = (spool / "console.jsonl").open("w", encoding="utf-8")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._downloads: dict[int, asyncio.Future[Artifact]] = {}
@@ -135,11 +139,16 @@ class RunRecorder:
         self.recent: deque[Frame] = deque(maxlen=64)
         self.tracker = ActionTracker()
         self.started = False
+        self.video_started_at: float | None = None
         self.har = False
         self.trace = False
         self.mask_timeout_s = 120.0
         self.tracing = False
         self.context: BrowserContext | None = None
+        # What could not be kept while the run went (record.missing), and why the console log
+        # stopped being written (a full disk), if it did.
+        self.failures: list[str] = []
+        self._console_error: OSError | None = None
 
     @classmethod
     def for_run(
@@ -159,6 +168,7 @@ class RunRecorder:
         )
         recorder.har, recorder.trace = settings.har, settings.trace
         recorder.mask_timeout_s = settings.mask_timeout_s
+        sink.retry_s, sink.pending = settings.store_retry_s, spool / PENDING
         return recorder
 
     # --- the start --------------------------------------------------------------------------
@@ -207,6 +217,7 @@ class RunRecorder:
     def start_video(self) -> None:
         self.video.start()
         self.started = True
+        self.video_started_at = time.time()  # wall clock of video time 0 (HAR times map to it)
 
     def video_ms(self) -> int:
         return self.video.elapsed_ms() if self.started else 0
@@ -222,7 +233,6 @@ class RunRecorder:
                 viewport_height=frame.get("viewportHeight", self.height),
             )
         )
-        self.frame_count += 1
         self.video.add_frame(frame["data"])
         if self.on_live_frame is not None:
             self.on_live_frame(frame["data"])
@@ -269,8 +279,13 @@ class RunRecorder:
         if self._console.closed:
             return
         line = json.dumps(entry, ensure_ascii=False)
-        self._console.write(self.masker.mask_text(line) + "\n")
-        self._console.flush()
+        try:
+            self._console.write(self.masker.mask_text(line) + "\n")
+            self._console.flush()
+        except OSError as exc:  # a full disk: the lines so far are kept, the loss is reported
+            if self._console_error is None:
+                log.error("%s: console log not written: %s", self.sink.run_id, exc)
+                self._console_error = exc
 
     def _on_console(self, message: ConsoleMessage) -> None:
         location = message.location
@@ -308,22 +323,31 @@ class RunRecorder:
         folder = self.spool / "downloads"
         folder.mkdir(exist_ok=True)
         path = folder / f"{len(self._downloads)}-{download.suggested_filename or 'download'}"
+        name = download.suggested_filename or "download"
         try:
-            await download.save_as(path)
-            artifact = await self.sink.put_file(
-                ArtifactKind.download, download.suggested_filename or "download", path
-            )
+            try:
+                await download.save_as(path)
+            except Exception as exc:
+                reason = storage_failure(exc) if disk_full(exc) else f"not saved: {exc}"
+                raise StoreFailed(ArtifactKind.download, name, reason, kept=False) from exc
+            artifact = await self.sink.put_file(ArtifactKind.download, name, path, consume=True)
             future.set_result(artifact)
         except Exception as exc:  # the download step reports it; the run keeps going
+            self.failures.append(_line(ArtifactKind.download, name, exc))
             if not future.done():
                 future.set_exception(exc)
+                future.exception()  # retrieved: a download no step waits for is not an error
 
     async def download_artifact(self, download: Download) -> Artifact:
+        """The stored download; `StepFailed` naming the component when it could not be."""
         for _ in range(50):
             if id(download) in self._downloads:
                 break
             await asyncio.sleep(0.01)
-        return await self._downloads[id(download)]
+        try:
+            return await self._downloads[id(download)]
+        except StoreFailed as exc:
+            raise StepFailed(exc.reason) from None
 
     # --- action screenshots -----------------------------------------------------------------
 
@@ -361,7 +385,15 @@ class RunRecorder:
         up in the background: for steps that wait for an element rather than act on it)."""
         self._action_started.clear()
         seq = self.tracker.seq
-        self._spawn(self._screenshot(artifact_id, name, box_of, seq, self._step_started))
+        taking = self._screenshot(artifact_id, name, box_of, seq, self._step_started)
+        self._spawn(self._keep_screenshot(name, taking))
+
+    async def _keep_screenshot(self, name: str, taking: Awaitable[None]) -> None:
+        try:
+            await taking
+        except Exception as exc:  # never a dead task: the record says what is missing
+            log.error("%s: screenshot %s not stored: %s", self.sink.run_id, name, exc)
+            self.failures.append(_line(ArtifactKind.screenshot, name, exc))
 
     async def _screenshot(
         self,
@@ -471,19 +503,23 @@ class RunRecorder:
 
     async def finish(self, page: Page | None) -> list[str]:
         """Stops everything recorded and stores it, secrets masked, whatever the run's ending.
-        Returns what could not be kept, one line per artifact (the run's record.missing)."""
+        Returns what could not be kept, one line per artifact (the run's record.missing).
+        What could not be stored stays in the spool for runner.salvage."""
+        problems: dict[str, BaseException] = {}
 
         async def guard(what: str, coro: Awaitable[Any], timeout: float) -> Any:
             t0 = time.monotonic()
             try:
                 return await asyncio.wait_for(coro, timeout)
-            except Exception:
+            except Exception as exc:
                 log.warning("%s: %s failed", self.sink.run_id, what, exc_info=True)
+                problems[what] = exc
                 return None
             finally:
                 log.debug("phase %s %.2f", what, time.monotonic() - t0)
 
-        await guard("screenshots", self.drain(), 30)
+        budget = self.sink.retry_s
+        await guard("screenshots", self.drain(), 30 + budget)
         # A navigation still pending (a cancel or a time limit during a goto) would hold the
         # final HTML and the context's closing for as long as the server keeps it waiting.
         await guard("stop loading", self.stop_loading(), 2)
@@ -499,13 +535,42 @@ class RunRecorder:
         if self.context is not None:
             await guard("context", self.context.close(), 30)
         console = self.close_console()
+        lines = list(self.failures)
+
+        def not_written(kind: ArtifactKind, name: str, what: str) -> None:
+            exc = problems.get(what)
+            reason = storage_failure(exc) if exc is not None and disk_full(exc) else None
+            if reason is None:
+                reason = f"not written: {_why(exc, 0)}" if exc else "not written"
+            lines.append(missing_line(kind, name, reason))
+
+        har_path = self.spool / "network.har"
+        for path, what in ((trace_path, "trace"), (har_path, "context")):
+            # The browser leaves an empty file where it could not write one (a full disk).
+            with contextlib.suppress(OSError):
+                if path.exists() and path.stat().st_size == 0:
+                    path.unlink()
+                    if what not in problems and shutil.disk_usage(self.spool).free < 1 << 20:
+                        problems[what] = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self.tracing and not trace_path.exists():
+            not_written(ArtifactKind.trace, "trace.zip", "trace")
+        if self.har and self.context is not None and not har_path.exists():
+            not_written(ArtifactKind.har, "network.har", "context")
+        if self._console_error is not None:
+            reason = storage_failure(self._console_error)
+            lines.append(
+                missing_line(ArtifactKind.console, "console.jsonl", f"cut short: {reason}")
+            )
 
         async def store_video() -> list[str]:
             path = await video
             if path is None:
+                if self.started:
+                    # The fragmented spool stays: runner.salvage finalizes what it holds.
+                    not_written(ArtifactKind.video, "recording.mp4", "video")
                 return []
-            stored = self.sink.put_file(ArtifactKind.video, "recording.mp4", path)
-            return await store(ArtifactKind.video, stored, 300)
+            stored = self.sink.put_file(ArtifactKind.video, "recording.mp4", path, consume=True)
+            return await store(ArtifactKind.video, stored, 300 + budget)
 
         storing = [
             store_video(),
@@ -518,8 +583,8 @@ class RunRecorder:
             ),
             store(
                 ArtifactKind.console,
-                self.sink.put_file(ArtifactKind.console, "console.jsonl", console),
-                30,
+                self.sink.put_file(ArtifactKind.console, "console.jsonl", console, consume=True),
+                30 + budget,
             ),
         ]
         if html is not None:
@@ -528,10 +593,11 @@ class RunRecorder:
                 store(
                     ArtifactKind.html,
                     self.sink.put_bytes(ArtifactKind.html, "final.html", data),
-                    30,
+                    30 + budget,
                 )
             )
-        return [line for lines in await asyncio.gather(*storing) for line in lines]
+        stored = [line for found in await asyncio.gather(*storing) for line in found]
+        return lines + stored
 
     async def _store_masked(
         self,
@@ -553,9 +619,10 @@ class RunRecorder:
         except Exception as exc:
             with contextlib.suppress(OSError):  # else the spool's removal deletes it
                 path.unlink(missing_ok=True)
-            return [f"{kind.value}: not stored: masking failed: {_why(exc, self.mask_timeout_s)}"]
-        stored = self.sink.put_file(kind, path.name, path, content_type=content_type)
-        return await store(kind, stored, 300)
+            reason = storage_failure(exc) if disk_full(exc) else _why(exc, self.mask_timeout_s)
+            return [f"{kind.value}: not stored: masking failed: {reason}"]
+        stored = self.sink.put_file(kind, path.name, path, content_type=content_type, consume=True)
+        return await store(kind, stored, 300 + self.sink.retry_s)
 
 
 async def store(kind: ArtifactKind, storing: Awaitable[Any], timeout: float) -> list[str]:
@@ -563,11 +630,19 @@ async def store(kind: ArtifactKind, storing: Awaitable[Any], timeout: float) -> 
     try:
         await asyncio.wait_for(storing, timeout)
     except Exception as exc:
-        return [f"{kind.value}: not stored: storage failed: {_why(exc, timeout)}"]
+        return [_line(kind, None, exc, timeout)]
     return []
 
 
-def _why(exc: Exception, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
+def _line(kind: ArtifactKind, name: str | None, exc: Exception, timeout: float = 0) -> str:
+    """The `record.missing` line of an artifact not kept because of `exc`."""
+    if isinstance(exc, StoreFailed):
+        return exc.line
+    reason = storage_failure(exc) if disk_full(exc) else f"not stored: {_why(exc, timeout)}"
+    return missing_line(kind, name, reason) if name else f"{kind.value}: {reason}"
+
+
+def _why(exc: BaseException | None, timeout: float) -> str:
+    if isinstance(exc, TimeoutError) and timeout:
         return f"not done within {timeout:g} s"
     return f"{type(exc).__name__}: {exc}"

@@ -17,8 +17,9 @@ from playwright.async_api import async_playwright
 from runner.browser import launch
 from runner.context import CardListener, FrameListener, RunnerEnv
 from runner.llm import LLMSettings
+from runner.secrets import SealedInputs
 from runner.settings import RunnerSettings
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.workflow import Workflow, parse_workflow
 from storage.db import Database
 from storage.models import Run
@@ -50,15 +51,30 @@ class RunnerResources(Protocol):
     def spool_dir(self) -> Path: ...
 
 
+def sealed_inputs(resources: RunnerResources, run: Run) -> SealedInputs:
+    """The run's sealed secrets, opened (empty once the run has ended: they are dropped)."""
+    return SealedInputs.from_json(resources.sealer.open(run.sealed_secrets))
+
+
 def inputs_of(resources: RunnerResources, run: Run) -> tuple[Workflow, Inputs]:
-    """The workflow and inputs of a stored run, secrets unsealed (for a worker)."""
+    """The workflow and inputs of a stored run, secrets unsealed (for a worker), the run's
+    browser options with their secret headers and proxy password back in clear."""
     workflow = parse_workflow(run.definition)
-    secrets = resources.sealer.open(run.sealed_secrets)
+    secrets = sealed_inputs(resources, run)
     values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
-    values.update(secrets)
+    values.update(secrets.parameters)
     if run.definition.get("url"):
         values.setdefault("url", run.definition["url"])
-    inputs = resolve_inputs(workflow, values, allowed_schemes=resources.runner.url_schemes)
+    inputs = resolve_inputs(
+        workflow,
+        values,
+        allowed_schemes=resources.runner.url_schemes,
+        upload_dir=resources.runner.upload_dir,
+        limits=TemplateLimits.of(resources.runner),
+    )
+    inputs.extra_http_headers, inputs.proxy = secrets.restore_options(
+        run.extra_http_headers, run.proxy
+    )
     return workflow, inputs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -69,12 +70,47 @@ class RunnerSettings(BaseSettings):
             "it as missing."
         ),
     )
+    store_retry_s: float = Field(
+        default=120,
+        gt=0,
+        description=(
+            "How long storing one artifact (its object and its row) is retried while the object "
+            "store, the disk or the database fails. What still could not be stored stays in the "
+            "worker's spool, is listed in the run's record.missing and is stored by a later "
+            "salvage sweep."
+        ),
+    )
+    salvage_interval_s: float = Field(
+        default=60,
+        gt=0,
+        description=(
+            "How often a worker looks for spools left behind (runs interrupted with their "
+            "worker, artifacts not stored during an outage) and stores what is in them."
+        ),
+    )
     allowed_url_schemes: str = Field(
         default="http,https",
         description="Comma-separated URL schemes a run may open (file: and others are refused).",
     )
+    template_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Time budget of rendering one workflow's templates (refused beyond it).",
+    )
+    template_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Longest text (in characters) a template may produce or build.",
+    )
     auto_migrate: bool = Field(
         default=True, description="Apply database migrations automatically at start-up."
+    )
+    upload_dir: Path | None = Field(
+        default=None,
+        description="Directory of server files that upload steps may give a page (paths "
+        "relative to it, or absolute inside it). Unset: none; uploads come from type: file "
+        "parameters only.",
     )
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from playwright.async_api import ElementHandle, Locator, Page
@@ -18,6 +18,7 @@ from runner.browser import untraced
 from runner.codegen import CodeContext, py
 from runner.errors import StepFailed
 from runner.recorder import RunRecorder
+from runner.uploads import PathRefused, is_upload_id, server_path, upload_id_of_key
 from runner.workflow import (
     AssertTextArgs,
     CheckArgs,
@@ -35,6 +36,8 @@ from runner.workflow import (
     WaitArgs,
     WaitForArgs,
 )
+from storage.artifacts import list_artifacts
+from storage.status import ArtifactKind
 
 Handle = Locator | ElementHandle
 
@@ -260,13 +263,16 @@ async def run_step(
             found = _locate(page, args, located)
             handle = found.handle
             files = [args.file] if isinstance(args.file, str) else list(args.file)
-            paths = [_upload_path(f, env.upload_dir) for f in files]
+            paths = [await _upload_path(f, env) for f in files]
             await handle.set_input_files(paths, timeout=timeout)
             names = ", ".join(Path(p).name for p in paths)
+            # A run's uploaded input is a file of the same name beside the script.
+            pairs = zip(files, paths, strict=True)
+            shown = [Path(p).name if is_upload_id(f) else p for f, p in pairs]
             return Outcome(
                 target=found.target,
                 value=env.mask(names),
-                code=[f"{found.code}.set_input_files({py([str(p) for p in paths])})"],
+                code=[f"{found.code}.set_input_files({py(shown)})"],
                 box_of=handle,
             )
         if isinstance(args, DownloadArgs):
@@ -350,10 +356,37 @@ async def _let_scroll_land(page: Page) -> None:
     await untraced(lambda: page.wait_for_timeout(100))
 
 
-def _upload_path(file: str, base: Path | None) -> str:
-    path = Path(file).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    if not path.is_file():
-        raise StepFailed(f"file to upload not found: {file}")
-    return str(path.resolve())
+async def _upload_path(file: str, env: StepEnv) -> str:
+    """The local file an upload step gives the page: the run's copy of an uploaded input
+    (fetched from the store into the run's spool), or a file inside the upload directory —
+    checked again here, after rendering, whatever was validated before."""
+    if is_upload_id(file):
+        return str(await _input_file(file, env.recorder))
+    try:
+        return str(server_path(file, env.upload_dir, must_exist=True))
+    except PathRefused as exc:
+        raise StepFailed(str(exc)) from None
+
+
+async def _input_file(upload_id: str, recorder: RunRecorder) -> Path:
+    sink = recorder.sink
+    async with sink.db.session() as session:
+        inputs = [
+            a
+            for a in await list_artifacts(session=session, run_id=sink.run_id)
+            if a.kind == ArtifactKind.input and upload_id_of_key(a.key) == upload_id
+        ]
+    if not inputs:
+        raise StepFailed(f"{upload_id} is not a file input of this run")
+    artifact = inputs[0]
+    target = recorder.spool / "inputs" / upload_id / PurePath(artifact.name).name
+    if not target.is_file():
+
+        def fetch() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("wb") as out:
+                for chunk in sink.store.open(artifact.key):
+                    out.write(chunk)
+
+        await asyncio.to_thread(fetch)
+    return target

@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, UndefinedError
 from pydantic import BaseModel
 
-from runner.workflow import ActionBlock, ExtractBlock, GoalBlock, GotoArgs, Workflow
+from runner.sandbox import TemplateLimits
+from runner.sandbox import compiled as compiled_template
+from runner.sandbox import render as render_in_sandbox
+from runner.uploads import PathRefused, is_upload_id, server_path
+from runner.workflow import (
+    MAX_TEXT_CHARS,
+    ActionBlock,
+    ExtractBlock,
+    GoalBlock,
+    GotoArgs,
+    UploadArgs,
+    Workflow,
+)
 from storage.errors import ValidationFailed
 
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+__all__ = [
+    "Inputs",
+    "TemplateLimits",
+    "check_template",
+    "check_templates",
+    "render_template",
+    "resolve_inputs",
+]
 
-
-@lru_cache(maxsize=1024)
-def _compiled(template: str) -> Template:
-    """Compiling is the costly part of rendering; a run renders the same strings again."""
-    return _ENV.from_string(template)
-
+MAX_INTEGER = 2**63 - 1
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -32,38 +46,94 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     if kind == "string":
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValidationFailed(where, f"expected a string, got {type(value).__name__}")
-        return str(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationFailed(where, f"expected a string, got {value!r}")
+        text = str(value)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ValidationFailed(where, f"longer than {MAX_TEXT_CHARS} characters")
+        return text
+    if kind == "file":
+        if not isinstance(value, str) or not is_upload_id(value.strip()):
+            raise ValidationFailed(
+                where, "expected an uploaded file's id (upl_…, from POST /api/v1/uploads)"
+            )
+        return value.strip()
     if kind == "boolean":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
-        raise ValidationFailed(where, f"expected a boolean, got {value!r}")
+        raise ValidationFailed(where, f"expected a boolean, got {_excerpt(value)}")
     if kind == "integer":
         if isinstance(value, bool):
             raise ValidationFailed(where, f"expected an integer, got {value!r}")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and len(value) <= 40:
             try:
-                return int(value.strip())
+                number = int(value.strip())
             except ValueError:
                 pass
-        raise ValidationFailed(where, f"expected an integer, got {value!r}")
+        if number is None:
+            raise ValidationFailed(where, f"expected an integer, got {_excerpt(value)}")
+        if abs(number) > MAX_INTEGER:
+            raise ValidationFailed(where, "integer out of range (at most 2**63 - 1)")
+        return number
     if kind == "number":
         if isinstance(value, bool):
             raise ValidationFailed(where, f"expected a number, got {value!r}")
-        if isinstance(value, int | float):
+        real: float | None = None
+        if isinstance(value, int) and abs(value) <= MAX_INTEGER:
             return value
-        if isinstance(value, str):
+        if isinstance(value, float):
+            real = value
+        elif isinstance(value, str) and len(value) <= 400:
             try:
-                return float(value.strip())
+                real = float(value.strip())
             except ValueError:
                 pass
-        raise ValidationFailed(where, f"expected a number, got {value!r}")
+        if real is None or not math.isfinite(real):
+            raise ValidationFailed(where, f"expected a finite number, got {_excerpt(value)}")
+        return real
     raise ValidationFailed(where, f"unknown type {kind!r}")
+
+
+def _excerpt(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 60 else text[:60] + "…"
+
+
+def render_template(
+    template: str, scope: dict[str, Any], where: str, limits: TemplateLimits | None = None
+) -> str:
+    """`template` rendered over `scope` in the budgeted sandbox; any template error is refused
+    naming `where`."""
+    if "{" not in template:
+        return template  # no template syntax: nothing to render (most step arguments)
+    try:
+        return render_in_sandbox(template, scope, limits or TemplateLimits())
+    except UndefinedError as exc:
+        raise ValidationFailed(where, f"template error: {exc.message}") from None
+    except TemplateError as exc:
+        raise ValidationFailed(where, f"template error: {exc}") from None
+    except RecursionError:
+        raise ValidationFailed(where, "template error: too much recursion") from None
+    except MemoryError:
+        raise ValidationFailed(where, "template error: out of memory") from None
+    except Exception as exc:  # the template's own operations: 1/0, 'a' + 1, 2.0 ** 5000
+        message = str(exc)[:200]
+        raise ValidationFailed(where, f"template error: {type(exc).__name__}: {message}") from None
+
+
+def check_template(template: str, where: str) -> None:
+    """Refuses a template that does not compile (or reads files), naming `where`."""
+    try:
+        compiled_template(template)
+    except TemplateError as exc:
+        raise ValidationFailed(where, f"template error: {exc}") from None
 
 
 @dataclass
@@ -75,6 +145,12 @@ class Inputs:
     url: str | None
     allowed_schemes: tuple[str, ...] = ("http", "https")
     masked: dict[str, Any] = field(default_factory=dict)
+    # The run's browser options in clear, secret headers and proxy password included (they are
+    # stored sealed; see runner.resources.inputs_of). None: the run's stored options.
+    extra_http_headers: dict[str, Any] | None = None
+    proxy: dict[str, Any] | None = None
+    upload_dir: Path | None = None  # GLASSBOX_UPLOAD_DIR: server files `upload` steps may use
+    limits: TemplateLimits = field(default_factory=TemplateLimits)
 
     @property
     def secret_values(self) -> list[str]:
@@ -85,14 +161,7 @@ class Inputs:
         return {**self.values, "url": self.url or ""}
 
     def render(self, template: str, where: str) -> str:
-        if "{" not in template:
-            return template  # no template syntax: nothing to render (most step arguments)
-        try:
-            return _compiled(template).render(self.scope)
-        except UndefinedError as exc:
-            raise ValidationFailed(where, f"template error: {exc.message}") from None
-        except TemplateError as exc:
-            raise ValidationFailed(where, f"template error: {exc}") from None
+        return render_template(template, self.scope, where, self.limits)
 
     def render_model(self, model: BaseModel, where: str) -> Any:
         """A copy of a step's arguments with every string field rendered."""
@@ -123,6 +192,8 @@ def resolve_inputs(
     overrides: dict[str, Any],
     *,
     allowed_schemes: tuple[str, ...] = ("http", "https"),
+    upload_dir: Path | None = None,
+    limits: TemplateLimits | None = None,
 ) -> Inputs:
     """Types, defaults and required parameters; then every template is rendered once."""
     from runner.secrets import MASK
@@ -149,12 +220,31 @@ def resolve_inputs(
         secret_names=secret_names,
         url=url,
         allowed_schemes=allowed_schemes,
+        upload_dir=upload_dir,
+        limits=limits or TemplateLimits(),
         masked={k: (MASK if k in secret_names and v is not None else v) for k, v in values.items()},
     )
     if url is not None:
         inputs.check_url(url, "url")
     check_templates(workflow, inputs)
     return inputs
+
+
+def check_upload_files(workflow: Workflow, inputs: Inputs, args: UploadArgs, where: str) -> None:
+    """An upload step's files, rendered: a file parameter's upload, or a path inside the
+    upload directory (its existence is checked when the step runs, on the worker)."""
+    files = [args.file] if isinstance(args.file, str) else list(args.file)
+    uploads = {inputs.values.get(name) for name in workflow.file_names}
+    for i, file in enumerate(files):
+        at = where if isinstance(args.file, str) else f"{where}[{i}]"
+        if file in uploads:
+            continue
+        if is_upload_id(file):
+            raise ValidationFailed(at, f"{file} is not the value of a file parameter of this run")
+        try:
+            server_path(file, inputs.upload_dir)
+        except PathRefused as exc:
+            raise ValidationFailed(at, str(exc)) from None
 
 
 def check_templates(workflow: Workflow, inputs: Inputs) -> None:
@@ -166,6 +256,8 @@ def check_templates(workflow: Workflow, inputs: Inputs) -> None:
                 rendered = inputs.render_model(step.args, at)
                 if isinstance(rendered, GotoArgs):
                     inputs.check_url(rendered.url, f"{at}.url")
+                elif isinstance(rendered, UploadArgs):
+                    check_upload_files(workflow, inputs, rendered, f"{at}.file")
         elif isinstance(block, GoalBlock):
             inputs.render(block.goal, f"{where}.goal")
         elif isinstance(block, ExtractBlock) and block.instruction:

@@ -46,7 +46,6 @@ videos (5 s: ~77 kB/s ultrafast) at the price of a coarser spool after a crash.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import io
@@ -91,7 +90,7 @@ DEFAULT_THREADS = 1
 """libx264 threads (1 = least total CPU; see the measurements in the module docstring)."""
 
 _RING_SIZE = 32
-"""Recent screencast frames kept for catch-up writes and ``wait_for_frame_after``."""
+"""Recent screencast frames kept for catch-up writes (a late ticker picks among them)."""
 
 _STDERR_TAIL = 40
 _JPEG_SOI = b"\xff\xd8"
@@ -107,7 +106,6 @@ class _State(enum.Enum):
     FINISHING = "finishing"
     FINISHED = "finished"
     FAILED = "failed"
-    ABORTED = "aborted"
 
 
 def blank_jpeg(width: int, height: int, color: tuple[int, int, int] = (255, 255, 255)) -> bytes:
@@ -157,9 +155,9 @@ def faststart_remux(src: Path, dst: Path, *, ffmpeg_exe: str | None = None) -> P
 class VideoRecorder:
     """Record one continuous constant-frame-rate H.264 video from screencast JPEG frames.
 
-    Thread-safe. ``add_frame``, ``elapsed_ms``, ``latest_frame`` and ``start`` are cheap and may
-    be called from the event loop. ``finish`` and ``wait_for_frame_after`` block: from asyncio
-    use :meth:`finish_async` and :meth:`frame_after`.
+    Thread-safe. ``add_frame``, ``elapsed_ms`` and ``start`` are cheap and may be called from
+    the event loop. ``finish`` blocks: from asyncio run it in a thread (``asyncio.to_thread``),
+    as :class:`runner.recorder.RunRecorder` does.
 
     Typical use::
 
@@ -169,7 +167,7 @@ class VideoRecorder:
                                     size={"width": 1280, "height": 720}, quality=80)
         ...  # event["video_ms"] = rec.elapsed_ms()
         await page.screencast.stop()
-        await rec.finish_async(run_dir / "video.mp4")
+        await asyncio.to_thread(rec.finish, run_dir / "video.mp4")
     """
 
     def __init__(
@@ -189,8 +187,8 @@ class VideoRecorder:
         """Create a recorder; nothing runs until :meth:`start`.
 
         Args:
-            spool_path: the fragmented MP4 written while recording (removed by ``finish``
-                unless ``keep_spool``; left in place after a failure or ``abort``).
+            spool_path: the fragmented MP4 written while recording (removed by ``finish``;
+                left in place after a failure, for runner.salvage).
             fps: constant output frame rate.
             width, height: output size; odd values are rounded down to even. Frames of another
                 size or aspect are scaled to fit and letterboxed (black bars).
@@ -227,8 +225,8 @@ class VideoRecorder:
         self.overlay = overlay
         self._ffmpeg_exe = ffmpeg
 
-        self._cond = threading.Condition(threading.Lock())
-        # (arrival monotonic time, jpeg bytes), oldest first; guarded by _cond.
+        self._frames_lock = threading.Lock()
+        # (arrival monotonic time, jpeg bytes), oldest first; guarded by _frames_lock.
         self._frames: deque[tuple[float, bytes]] = deque(maxlen=_RING_SIZE)
         self._frame_count = 0
 
@@ -247,40 +245,6 @@ class VideoRecorder:
         self._final_ms: int | None = None
         self._blank: bytes | None = None
         self._overlay_failed = False
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def running(self) -> bool:
-        """True between a successful ``start`` and ``finish``/``abort``/an ffmpeg failure."""
-        return self._state is _State.RUNNING and self._error is None
-
-    @property
-    def error(self) -> str | None:
-        """Why the encoder failed, if it did (ffmpeg died, write failed, ...)."""
-        return self._error
-
-    @property
-    def frames_written(self) -> int:
-        """Video frames written to ffmpeg so far (duration = frames_written / fps)."""
-        return self._frames_written
-
-    @property
-    def started_at(self) -> float | None:
-        """``time.monotonic()`` of video time 0 (``None`` before :meth:`start`)."""
-        return self._t0
-
-    def video_ms_at(self, t_monotonic: float) -> int:
-        """Offset into the video of an earlier ``time.monotonic()`` moment (clamped at 0)."""
-        t0 = self._t0
-        if t0 is None:
-            return 0
-        return max(0, int((t_monotonic - t0) * 1000))
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the encoding ffmpeg, while it exists."""
-        return self._proc.pid if self._proc is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -373,12 +337,12 @@ class VideoRecorder:
             )
             self._ticker.start()
 
-    def finish(self, out_path: Path, *, keep_spool: bool = False, timeout_s: float = 60.0) -> Path:
+    def finish(self, out_path: Path, *, timeout_s: float = 60.0) -> Path:
         """Stop recording and write a regular, faststart MP4 at ``out_path``. Blocks.
 
         Writes the frames still due so the duration covers everything up to now, closes
         ffmpeg's stdin, waits for it, then remuxes the fragmented spool (``-c copy -movflags
-        +faststart``). The spool is deleted afterwards unless ``keep_spool``.
+        +faststart``). The spool is deleted afterwards.
 
         Calling it again after success returns the first result. After a failure it raises
         :class:`VideoEncoderError`; the spool stays, playable up to its last complete fragment
@@ -397,8 +361,6 @@ class VideoRecorder:
                 return self._out_path
             if self._state is _State.NEW:
                 raise RuntimeError("VideoRecorder.finish() called before start()")
-            if self._state is _State.ABORTED:
-                raise VideoEncoderError(f"video recording was aborted; spool: {self.spool_path}")
             if self._state is _State.FINISHING:
                 raise RuntimeError("VideoRecorder.finish() is already running in another thread")
             failed = self._state is _State.FAILED
@@ -425,9 +387,8 @@ class VideoRecorder:
             if isinstance(exc, Exception):
                 raise VideoEncoderError(self._failure_message()) from exc
             raise
-        if not keep_spool:
-            with contextlib.suppress(FileNotFoundError):
-                self.spool_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.spool_path.unlink()
         with self._state_lock:
             self._state = _State.FINISHED
             self._out_path = out_path
@@ -439,83 +400,26 @@ class VideoRecorder:
         )
         return out_path
 
-    async def finish_async(
-        self, out_path: Path, *, keep_spool: bool = False, timeout_s: float = 60.0
-    ) -> Path:
-        """:meth:`finish` in a worker thread, for asyncio code."""
-        return await asyncio.to_thread(
-            self.finish, out_path, keep_spool=keep_spool, timeout_s=timeout_s
-        )
-
-    def abort(self) -> None:
-        """Kill ffmpeg and stop recording at once. The spool file is left as it is."""
-        with self._state_lock:
-            if self._state is _State.NEW:
-                self._state = _State.ABORTED
-                return
-            if self._state in (_State.FINISHED, _State.ABORTED):
-                return
-            self._state = _State.ABORTED
-            self._final_ms = self.elapsed_ms()
-            self._stop_at = time.monotonic()
-        self._stop_event.set()
-        self._release_process()
-        logger.info("video recording aborted; spool left at %s", self.spool_path)
-
     # ------------------------------------------------------------------ frames and time
 
     def add_frame(self, jpeg: bytes) -> None:
         """Make ``jpeg`` the latest frame. Cheap; call it from the screencast callback."""
         if not jpeg.startswith(_JPEG_SOI):
             raise ValueError("add_frame() expects JPEG data")
-        with self._cond:
+        with self._frames_lock:
             # Stamped under the lock: once the ticker has looked at the ring for a slot, no
             # frame can show up later with an arrival time before that look.
             self._frames.append((time.monotonic(), jpeg))
             self._frame_count += 1
-            self._cond.notify_all()
 
     def elapsed_ms(self) -> int:
-        """Offset of "now" into the video, in ms (0 before start, frozen after finish/abort)."""
+        """Offset of "now" into the video, in ms (0 before start, frozen after finish)."""
         if self._final_ms is not None:
             return self._final_ms
         t0 = self._t0
         if t0 is None:
             return 0
         return int((time.monotonic() - t0) * 1000)
-
-    def latest_frame(self) -> bytes | None:
-        """The newest screencast frame received, or ``None`` before the first one."""
-        with self._cond:
-            return self._frames[-1][1] if self._frames else None
-
-    def wait_for_frame_after(self, t_monotonic: float, timeout_s: float) -> bytes | None:
-        """Return the first frame that arrived after ``t_monotonic`` (a ``time.monotonic()``).
-
-        Waits up to ``timeout_s`` for one; on timeout returns the latest frame (``None`` if
-        there was never one). Blocks the calling thread: screencast frames are delivered on the
-        event loop, so from asyncio code use :meth:`frame_after` instead.
-        """
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._cond:
-            while True:
-                for arrived, data in self._frames:
-                    if arrived > t_monotonic:
-                        return data
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return self._frames[-1][1] if self._frames else None
-                self._cond.wait(remaining)
-
-    async def frame_after(self, t_monotonic: float, timeout_s: float) -> bytes | None:
-        """Async :meth:`wait_for_frame_after`; does not block the event loop."""
-        with self._cond:
-            for arrived, data in self._frames:
-                if arrived > t_monotonic:
-                    return data
-        if timeout_s <= 0:
-            return self.latest_frame()
-        return await asyncio.to_thread(self.wait_for_frame_after, t_monotonic, timeout_s)
 
     # ------------------------------------------------------------------ internals
 
@@ -533,7 +437,7 @@ class VideoRecorder:
 
     def _frame_for(self, scheduled: float) -> bytes:
         """Newest frame that had arrived by ``scheduled`` (blank before the first frame)."""
-        with self._cond:
+        with self._frames_lock:
             chosen: bytes | None = None
             for arrived, data in self._frames:
                 if arrived <= scheduled:
@@ -580,8 +484,6 @@ class VideoRecorder:
                     return
                 self._stop_event.wait(max(0.0, t0 + written * interval - time.monotonic()))
         except Exception as exc:
-            if self._state is _State.ABORTED:
-                return
             if proc.poll() is None and isinstance(exc, OSError):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=2)

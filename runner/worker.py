@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from runner.context import RunnerEnv
 from runner.executor import RunExecution
 from runner.resources import RunnerResources, inputs_of, runner_env
+from runner.salvage import sweep_forever
 from storage.errors import GlassboxError, InvalidTransition
 from storage.frames import delete_live_frame, put_live_frame
 from storage.ids import new_id
@@ -144,6 +145,10 @@ class Worker:
             asyncio.create_task(self._cancel_watch(cancels), name="cancels"),
             asyncio.create_task(self._reaper(stop), name="reaper"),
             asyncio.create_task(self.live.run_forever(), name="live-frames"),
+            # Spools left behind (dead workers, outages) stored, at start and periodically.
+            asyncio.create_task(
+                sweep_forever(self.resources, lambda: set(self.tasks)), name="salvage"
+            ),
         ]
         try:
             async with runner_env(
@@ -395,13 +400,14 @@ class Worker:
                     f"worker {run.worker_id} vanished: no heartbeat since {seen} "
                     f"(lease of {self.options.lease_s:g} s expired)"
                 )
+                sealed = run.sealed_secrets  # dropped by the transition; the retry needs them
                 try:
                     await transition(
                         session=session, run_id=run_id, to=RunStatus.interrupted, reason=reason
                     )
                 except InvalidTransition:
                     continue
-                retry = await self._retry(session, run)
+                retry = await self._retry(session, run, sealed)
                 await session.commit()
             ended.append(run_id)
             await publish_status(self.notifier, run_id, RunStatus.interrupted)
@@ -409,7 +415,7 @@ class Worker:
                 await self.notifier.publish(QUEUE, retry)
         return ended
 
-    async def _retry(self, session: AsyncSession, run: Run) -> str | None:
+    async def _retry(self, session: AsyncSession, run: Run, sealed: str | None) -> str | None:
         if self.options.retry_interrupted <= 0:
             return None
         depth, child = 0, run
@@ -433,7 +439,7 @@ class Worker:
             proxy=run.proxy,
             extra_http_headers=run.extra_http_headers,
             run_with=run.run_with,
-            sealed_secrets=run.sealed_secrets,
+            sealed_secrets=sealed,
         )
         await transition(session=session, run_id=retry.id, to=RunStatus.queued)
         return retry.id

@@ -7,6 +7,9 @@ Every error is a `ValidationFailed` whose field is a dotted path into the docume
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
@@ -17,10 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from storage.errors import ValidationFailed
 
 MAX_TIMEOUT_S = 24 * 3600
+MAX_TEXT_CHARS = 20_000
+"""The longest string a workflow may hold anywhere (a goal, a value, a selector, a URL…)."""
+MAX_LABEL_CHARS = 200
+MAX_DEPTH = 64
+"""How deeply a workflow document may nest (JSON Schemas included)."""
+MAX_YAML_NODES = 100_000
+"""How many values a YAML document may expand to, aliases counted each time they are used."""
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_max_length=MAX_TEXT_CHARS)
 
 
 class Target(_Model):
@@ -186,13 +196,13 @@ class ExtractField(_Model):
 
 
 class ActionBlock(_Model):
-    label: str
+    label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     type: Literal["action"]
     steps: list[Step]
 
 
 class ExtractBlock(_Model):
-    label: str
+    label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     type: Literal["extract"]
     fields: dict[str, ExtractField] = Field(default_factory=dict)
     instruction: str | None = None
@@ -207,7 +217,7 @@ class ExtractBlock(_Model):
 
 
 class GoalBlock(_Model):
-    label: str
+    label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     type: Literal["goal"]
     goal: str
     max_steps: int = Field(default=10, gt=0, le=200)
@@ -223,15 +233,35 @@ BLOCK_TYPES: dict[str, type[_Model]] = {
 
 
 class Parameter(_Model):
-    type: Literal["string", "number", "integer", "boolean"] = "string"
+    type: Literal["string", "number", "integer", "boolean", "file"] = "string"
     default: Any = None
     secret: bool = False
     description: str | None = None
     required: bool | None = None
+    # `type: file` only: what an uploaded file may be (".pdf", "application/pdf", "image/*")
+    # and how large.
+    accept: list[str] | None = None
+    max_bytes: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _file_options(self) -> Parameter:
+        if self.type != "file":
+            for name in ("accept", "max_bytes"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is only valid with type: file")
+        elif self.default is not None:
+            raise ValueError(
+                "a file parameter has no default: each run is given an uploaded file "
+                "(a file of the server is a path under GLASSBOX_UPLOAD_DIR in the step itself)"
+            )
+        elif self.secret:
+            raise ValueError("a file parameter cannot be secret")
+        return self
 
 
 class Workflow(_Model):
-    title: str = "Untitled run"
+    title: str = Field(default="Untitled run", max_length=500)
+    description: str | None = Field(default=None, max_length=4000)
     url: str | None = None
     timeout_s: int = Field(default=300, gt=0, le=MAX_TIMEOUT_S)
     parameters: dict[str, Parameter] = Field(default_factory=dict)
@@ -243,6 +273,10 @@ class Workflow(_Model):
     @property
     def secret_names(self) -> set[str]:
         return {name for name, p in self.parameters.items() if p.secret}
+
+    @property
+    def file_names(self) -> set[str]:
+        return {name for name, p in self.parameters.items() if p.type == "file"}
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -275,10 +309,11 @@ def _parse_step(raw: Any, path: str) -> Step:
     if not isinstance(raw, dict) or len(raw) != 1:
         raise ValidationFailed(path, "a step is a mapping with exactly one verb, e.g. {click: …}")
     verb, args = next(iter(raw.items()))
-    model = STEP_VERBS.get(str(verb))
+    model = STEP_VERBS.get(verb) if isinstance(verb, str) else None
     if model is None:
         known = ", ".join(STEP_VERBS)
-        raise ValidationFailed(f"{path}.{verb}", f"unknown step verb {verb!r} (known: {known})")
+        shown = str(verb)[:60]
+        raise ValidationFailed(f"{path}.{shown}", f"unknown step verb {shown!r} (known: {known})")
     if verb == "goto" and isinstance(args, str):
         args = {"url": args}
     elif verb == "go_back" and args is None:
@@ -298,9 +333,10 @@ def _parse_block(raw: Any, path: str) -> Block:
     if not isinstance(raw, dict):
         raise ValidationFailed(path, "a block is a mapping with label and type")
     kind = raw.get("type")
-    if kind not in BLOCK_TYPES:
+    if not isinstance(kind, str) or kind not in BLOCK_TYPES:
+        shown = repr(kind) if isinstance(kind, str | None) else f"a {type(kind).__name__}"
         raise ValidationFailed(
-            f"{path}.type", f"unknown block type {kind!r} (known: {', '.join(BLOCK_TYPES)})"
+            f"{path}.type", f"unknown block type {shown[:60]} (known: {', '.join(BLOCK_TYPES)})"
         )
     data = dict(raw)
     if kind == "action":
@@ -319,6 +355,7 @@ def parse_workflow(raw: Any) -> Workflow:
     """Structure and types. Templates and parameter values are checked by `prepare_run`."""
     if not isinstance(raw, dict):
         raise ValidationFailed("workflow", "a workflow is a mapping (YAML or JSON object)")
+    check_document(raw)
     data = dict(raw)
     raw_blocks = data.pop("blocks", None)
     goal = data.pop("goal", None)
@@ -349,26 +386,139 @@ def parse_workflow(raw: Any) -> Workflow:
         raise
     workflow.blocks = blocks
     if workflow.extraction_schema is not None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(workflow.extraction_schema)
-        except jsonschema.SchemaError as exc:
-            raise ValidationFailed("extraction_schema", exc.message) from None
+        check_schema(workflow.extraction_schema, "extraction_schema")
     for i, b in enumerate(blocks):
         if isinstance(b, ExtractBlock) and b.schema_ is not None:
-            try:
-                jsonschema.Draft202012Validator.check_schema(b.schema_)
-            except jsonschema.SchemaError as exc:
-                raise ValidationFailed(f"blocks[{i}].schema", exc.message) from None
+            check_schema(b.schema_, f"blocks[{i}].schema")
     return workflow
 
 
-def load_document(text: str, *, source: str = "workflow") -> Any:
+def check_schema(schema: dict[str, Any], where: str) -> None:
+    """A valid JSON Schema whose `$ref`s all point inside itself (`#…`): nothing is fetched or
+    read to resolve them."""
+    for path, ref in _refs(schema, where):
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise ValidationFailed(
+                path, "only references inside the schema (starting with '#') are allowed"
+            )
     try:
-        return yaml.safe_load(text)  # YAML is a superset of JSON
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValidationFailed(where, exc.message[:300]) from None
+    except RecursionError:
+        raise ValidationFailed(where, "the schema is nested too deeply") from None
+
+
+def _refs(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if key in ("$ref", "$dynamicRef"):
+                yield where, item
+            else:
+                yield from _refs(item, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _refs(item, f"{path}[{i}]")
+
+
+def check_document(value: Any, path: str = "", depth: int = 0) -> None:
+    """Nesting, keys and numbers a workflow may hold: no deeper than MAX_DEPTH, string keys, no
+    NaN or infinity, strings that are valid Unicode."""
+    if depth > MAX_DEPTH:
+        raise ValidationFailed(path or "workflow", f"nested too deeply (limit {MAX_DEPTH} levels)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationFailed(path or "workflow", f"keys are strings, got {key!r:.60}")
+            where = f"{path}.{key[:60]}" if path else key[:60]
+            _check_text(key, where)
+            check_document(item, where, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_document(item, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValidationFailed(path, f"{value} is not a finite number")
+    elif isinstance(value, str):
+        _check_text(value, path)
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationFailed(where, "not valid Unicode text (a lone surrogate)") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """Composes the document, then refuses it before construction if it expands to more than
+    MAX_YAML_NODES values (aliases counted each time: a "billion laughs" is refused in
+    microseconds) or nests deeper than MAX_DEPTH."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, {}, 0)
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], depth: int) -> int:
+    if depth > MAX_DEPTH:
+        raise _TooLarge(f"nested too deeply (limit {MAX_DEPTH} levels)")
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(n, sizes, depth + 1) for n in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            size += _expanded_size(key, sizes, depth + 1) + _expanded_size(value, sizes, depth + 1)
+            if size > MAX_YAML_NODES:
+                break
+    if size > MAX_YAML_NODES:
+        raise _TooLarge(f"expands to more than {MAX_YAML_NODES} values (aliases counted)")
+    sizes[id(node)] = size
+    return size
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """How deeply brackets nest (quotes not considered: an upper bound of the real depth)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_document(text: str, *, source: str = "workflow") -> Any:
+    if text.lstrip().startswith(("{", "[")):
+        try:  # JSON, the common machine-written case: C speed, and nesting fails fast
+            return json.loads(text)
+        except RecursionError:
+            raise ValidationFailed(
+                source, f"nested too deeply (limit {MAX_DEPTH} levels)"
+            ) from None
+        except ValueError:
+            pass  # YAML in flow style, or broken: YAML says where
+    if _flow_depth(text) > 4 * MAX_DEPTH:
+        raise ValidationFailed(source, f"nested too deeply (limit {MAX_DEPTH} levels)")
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader; YAML ⊃ JSON
+    except _TooLarge as exc:
+        raise ValidationFailed(source, f"document too large: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ValidationFailed(source, f"not valid YAML or JSON{where}") from None
+        line = mark.line + 1 if mark else None
+        raise ValidationFailed(source, f"not valid YAML or JSON{where}", line=line) from None
+    except (RecursionError, ValueError) as exc:  # nesting beyond Python's stack, huge ints
+        raise ValidationFailed(source, f"not a usable document: {str(exc)[:200]}") from None
 
 
 def load_workflow_file(path: Path) -> Workflow:

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runner.context import CardListener, RunnerEnv
 from runner.executor import RunExecution
-from runner.resources import inputs_of, runner_env
+from runner.resources import runner_env, sealed_inputs
+from runner.secrets import MASK, SealedInputs
 from runner.secrets import SECRET_HEADERS as SECRET_HEADERS  # for the API's masking
-from runner.templating import Inputs, resolve_inputs
+from runner.templating import Inputs, TemplateLimits, resolve_inputs
 from runner.worker import run_to_end
 from runner.workflow import Workflow, parse_workflow, workflow_to_json
 from services.backends import Services
+from services.uploads import check_file_inputs, copy_inputs
+from services.webhooks import check_target
 from storage import runs as stored
 from storage.artifacts import list_artifacts
 from storage.errors import InvalidTransition, NotFound, ValidationFailed
@@ -66,6 +71,8 @@ class RunOptions:
     proxy: dict[str, Any] | None = None
     extra_http_headers: dict[str, Any] | None = None
     run_with: str = "agent"
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] | None = None
 
     REQUESTED: ClassVar[tuple[str, ...]] = (
         "title",
@@ -74,7 +81,13 @@ class RunOptions:
         "proxy",
         "extra_http_headers",
         "run_with",
+        "tags",
+        "metadata",
     )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tags", check_tags(self.tags))
+        check_metadata(self.metadata)
 
     @classmethod
     def of(cls, run: Run) -> RunOptions:
@@ -89,7 +102,57 @@ class RunOptions:
             proxy=run.proxy,
             extra_http_headers=run.extra_http_headers,
             run_with=run.run_with,
+            tags=tuple(run.tags or ()),
+            metadata=run.run_metadata or None,
         )
+
+
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/=-]{0,63}")
+MAX_TAGS = 20
+MAX_METADATA_BYTES = 8192
+MAX_METADATA_DEPTH = 5
+
+
+def check_tags(tags: Any, field: str = "tags") -> tuple[str, ...]:
+    """Tags as given, deduplicated in order; refusals name the tag."""
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+        raise ValidationFailed(field, "a list of tags")
+    if len(tags) > MAX_TAGS:
+        raise ValidationFailed(field, f"at most {MAX_TAGS} tags")
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str) or not TAG.fullmatch(tag):
+            raise ValidationFailed(
+                f"{field}[{i}]",
+                "a tag is 1 to 64 letters, digits and _ . : / = - (starting with a letter or "
+                "digit)",
+            )
+    return tuple(dict.fromkeys(tags))
+
+
+def check_metadata(metadata: Any, field: str = "metadata") -> None:
+    """A small JSON object: at most MAX_METADATA_BYTES serialized, MAX_METADATA_DEPTH deep."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise ValidationFailed(field, "a JSON object")
+
+    def depth(value: Any) -> int:
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        return 0
+
+    if depth(metadata) > MAX_METADATA_DEPTH:
+        raise ValidationFailed(field, f"at most {MAX_METADATA_DEPTH} levels deep")
+    try:
+        size = len(json.dumps(metadata, allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError):
+        raise ValidationFailed(field, "plain JSON values only") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValidationFailed(field, f"at most {MAX_METADATA_BYTES} bytes as JSON")
 
 
 @dataclass(frozen=True)
@@ -131,7 +194,13 @@ async def set_status(
 
 def inputs_for(services: Services, workflow: Workflow, parameters: dict[str, Any]) -> Inputs:
     """The run's parameters typed, defaulted and checked, its templates rendered once."""
-    return resolve_inputs(workflow, parameters, allowed_schemes=services.runner.url_schemes)
+    return resolve_inputs(
+        workflow,
+        parameters,
+        allowed_schemes=services.runner.url_schemes,
+        upload_dir=services.runner.upload_dir,
+        limits=TemplateLimits.of(services.runner),
+    )
 
 
 async def queue_run(
@@ -141,14 +210,21 @@ async def queue_run(
     options: RunOptions,
     *,
     wake_workers: bool = True,
+    within: Callable[[AsyncSession, Run], Awaitable[None]] | None = None,
 ) -> Run:
-    """Stores the run as queued. Secret values travel sealed, for a worker in any process.
-    `wake_workers=False` for a run this process executes itself (`run_now`)."""
-    secrets = {
+    """Stores the run as queued. Secret values — parameters, secret headers, the proxy's
+    password — travel sealed, for a worker in any process, and are dropped when the run ends;
+    the run row keeps them masked. `wake_workers=False` for a run this process executes itself
+    (`run_now`): `inputs` then carries the options in clear. `within` runs in the transaction
+    that stores the run (a schedule's compare-and-set): if it raises, there is no run."""
+    headers, proxy, secrets = SealedInputs.split_options(options.extra_http_headers, options.proxy)
+    secrets.parameters = {
         name: str(inputs.values[name])
         for name in inputs.secret_names
         if inputs.values.get(name) is not None
     }
+    inputs.extra_http_headers, inputs.proxy = options.extra_http_headers, options.proxy
+    uploads = await check_file_inputs(services, workflow, inputs)
     async with services.db.session() as session:
         run = await stored.create_run(
             session=session,
@@ -160,11 +236,16 @@ async def queue_run(
             workflow_id=options.workflow_id,
             parent_run_id=options.parent_run_id,
             webhook_url=options.webhook_url,
-            proxy=options.proxy,
-            extra_http_headers=options.extra_http_headers,
+            proxy=proxy,
+            extra_http_headers=headers,
             run_with=options.run_with,
-            sealed_secrets=services.sealer.seal(secrets),
+            sealed_secrets=services.sealer.seal(secrets.to_json()),
+            tags=list(options.tags),
+            metadata=options.metadata,
         )
+        if within is not None:  # first: a run that loses its race copies nothing
+            await within(session, run)
+        await copy_inputs(services, session, run.id, uploads)
         run = await set_status(services, session=session, run_id=run.id, to=RunStatus.queued)
     if wake_workers:
         await services.notifier.publish(QUEUE, run.id)
@@ -195,11 +276,15 @@ async def queue_new_run(
         definition = saved.definition
     assert definition is not None
     try:
-        parsed = parse_workflow(definition)
-        inputs = inputs_for(services, parsed, parameters)
+        # Off the event loop: templates render within a budget, but a budget of seconds.
+        parsed = await asyncio.to_thread(parse_workflow, definition)
+        inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
-    _check_url(options.webhook_url, "webhook_url")
+    if options.webhook_url is not None:
+        check_target(
+            options.webhook_url, deny_private=services.settings.webhooks.webhook_deny_private
+        )
     return await queue_run(services, parsed, inputs, options)
 
 
@@ -212,23 +297,48 @@ def _within(exc: ValidationFailed, prefix: str) -> ValidationFailed:
     return ValidationFailed(field or prefix, exc.message)
 
 
-def _check_url(value: str | None, field: str) -> None:
-    if value is None:
-        return
-    if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc:
-        raise ValidationFailed(field, "must be an http(s) URL")
-
-
-async def rerun(services: Services, run_id: str) -> Run:
-    """A new run with the same workflow, inputs and options, `parent_run_id` set."""
-    return await _again(services, run_id, source=RunSource.rerun)
+async def rerun(
+    services: Services,
+    run_id: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    extra_http_headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
+) -> Run:
+    """A new run with the same workflow, inputs and options, `parent_run_id` set. Secret
+    values are not kept once a run has ended: a rerun of a finished run with secrets must be
+    given them again (`parameters`, the secret `extra_http_headers`, `proxy_password`), else
+    ValidationFailed names the first missing one and lists them all."""
+    return await _again(
+        services,
+        run_id,
+        source=RunSource.rerun,
+        given=parameters or {},
+        headers=extra_http_headers or {},
+        proxy_password=proxy_password,
+    )
 
 
 async def duplicate_run(
-    services: Services, run_id: str, *, parameters: dict[str, Any], title: str | None = None
+    services: Services,
+    run_id: str,
+    *,
+    parameters: dict[str, Any],
+    title: str | None = None,
+    extra_http_headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
 ) -> Run:
-    """A new run like `run_id` with some parameters changed (the others kept)."""
-    return await _again(services, run_id, source=RunSource.api, changes=parameters, title=title)
+    """A new run like `run_id` with some parameters changed (the others kept); secrets as
+    for `rerun`."""
+    return await _again(
+        services,
+        run_id,
+        source=RunSource.api,
+        changes=parameters,
+        title=title,
+        headers=extra_http_headers or {},
+        proxy_password=proxy_password,
+    )
 
 
 async def _again(
@@ -237,21 +347,66 @@ async def _again(
     *,
     source: RunSource,
     changes: dict[str, Any] | None = None,
+    given: dict[str, Any] | None = None,
     title: str | None = None,
+    headers: dict[str, str] | None = None,
+    proxy_password: str | None = None,
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
-    workflow, inputs = inputs_of(services, run)
-    values = dict(inputs.values)
-    if changes:
-        values.update(changes)
-    elif inputs.url:
-        values["url"] = inputs.url
-    inputs = inputs_for(services, workflow, values)
+    workflow = await asyncio.to_thread(parse_workflow, run.definition)
+    sealed = sealed_inputs(services, run)
+    values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
+    values.update(sealed.parameters)
+    values.update(given or {})
+    if run.definition.get("url"):
+        values.setdefault("url", run.definition["url"])
+    values.update(changes or {})
+    extra_http_headers, proxy = sealed.restore_options(run.extra_http_headers, run.proxy)
+    unknown = sorted(set(headers or {}) - set(extra_http_headers or {}))
+    if unknown:
+        raise ValidationFailed(
+            f"extra_http_headers.{unknown[0]}", "not a header of this run (give only its secrets)"
+        )
+    if extra_http_headers is not None:
+        extra_http_headers = {**extra_http_headers, **(headers or {})}
+    if proxy is not None and proxy_password is not None:
+        proxy = {**proxy, "password": proxy_password}
+    _require_secrets(workflow, run, values, extra_http_headers, proxy)
+    inputs = await asyncio.to_thread(inputs_for, services, workflow, values)
     options = replace(
-        RunOptions.of(run), source=source, parent_run_id=run.id, title=title or run.title
+        RunOptions.of(run),
+        source=source,
+        parent_run_id=run.id,
+        title=title or run.title,
+        extra_http_headers=extra_http_headers,
+        proxy=proxy,
     )
     return await queue_run(services, workflow, inputs, options)
+
+
+def _require_secrets(
+    workflow: Workflow,
+    run: Run,
+    values: dict[str, Any],
+    headers: dict[str, Any] | None,
+    proxy: dict[str, Any] | None,
+) -> None:
+    """Refuses to start again without the secrets the run had: they are not kept once a
+    run has ended (a masked stored default is no value either)."""
+    missing = [
+        f"parameters.{name}"
+        for name in sorted(workflow.secret_names)
+        if (run.parameters or {}).get(name) is not None and values.get(name) in (None, MASK)
+    ]
+    missing += [f"extra_http_headers.{k}" for k, v in (headers or {}).items() if v == MASK]
+    if (proxy or {}).get("password") == MASK:
+        missing.append("proxy_password")
+    if missing:
+        raise ValidationFailed(
+            missing[0],
+            "secret values are not kept after a run ends; give them again: " + ", ".join(missing),
+        )
 
 
 # --- executing here ------------------------------------------------------------------------
@@ -323,17 +478,15 @@ async def list_runs(
     services: Services,
     *,
     status: str | None = None,
-    workflow_id: str | None = None,
-    source: str | None = None,
-    q: str | None = None,
-    archived: bool = False,
+    where: stored.RunFilter | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> RunPage:
     """Newest first, `limit` at a time; `status` one status or several, comma-separated;
-    `q` text in the title or a run id; `cursor` the previous page's `next_cursor`."""
-    if source and source not in RunSource.__members__:
-        raise ValidationFailed("source", f"unknown source {source!r}", location="query")
+    `where` the other filters; `cursor` the previous page's `next_cursor`."""
+    where = where or stored.RunFilter()
+    if where.source and where.source not in RunSource.__members__:
+        raise ValidationFailed("source", f"unknown source {where.source!r}", location="query")
     statuses: list[str] | None = None
     if status:
         statuses = [s.strip() for s in status.split(",") if s.strip()]
@@ -343,18 +496,9 @@ async def list_runs(
     before = _decode_cursor(cursor) if cursor else None
     async with services.db.session() as session:
         rows = await stored.list_runs(
-            session=session,
-            limit=limit + 1,
-            statuses=statuses,
-            workflow_id=workflow_id,
-            source=source,
-            text=q,
-            archived=archived,
-            before=before,
+            session=session, limit=limit + 1, statuses=statuses, where=where, before=before
         )
-        found = await stored.count_by_status(
-            session=session, workflow_id=workflow_id, source=source, text=q, archived=archived
-        )
+        found = await stored.count_by_status(session=session, where=where)
     counts = {s.value: 0 for s in RunStatus}
     counts.update(found)
     next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None

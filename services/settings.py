@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="How often workers look for queued runs and cancels without a notification.",
     )
+    scheduler_poll_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often each `serve` and `worker` process fires due schedules.",
+    )
     retry_interrupted: int = Field(
         default=0,
         ge=0,
@@ -81,10 +87,28 @@ class ServiceSettings(BaseSettings):
             "(Fernet key; default: generated once into secret.key in the data directory)."
         ),
     )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="Largest file POST /api/v1/uploads and `glassbox run --param NAME=@FILE` "
+        "accept (bytes).",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL users reach the API at, used in reproduce snippets (default: "
-        "the request's own base URL).",
+        "the request's own base URL). Its host is also accepted in the `Host` header.",
+    )
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Comma-separated host names accepted in the `Host` header besides loopback "
+        "names, the address the service is bound to and GLASSBOX_PUBLIC_URL's host (`*` accepts "
+        "any host: DNS rebinding then reaches the service). Other hosts get `400`.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest request body the API reads, in bytes (uploads have their own "
+        "limit); a larger one gets `413` before it is read.",
     )
 
 
@@ -104,6 +128,11 @@ class WebhookSettings(BaseSettings):
     )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="Timeout of one webhook delivery attempt."
+    )
+    webhook_deny_private: bool = Field(
+        default=False,
+        description="Refuse webhook URLs on private, loopback and other non-public addresses "
+        "(link-local and cloud-metadata addresses are always refused).",
     )
 
 

@@ -32,14 +32,17 @@ import contextlib
 import email.utils
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +52,7 @@ from storage.db import Database
 from storage.errors import (
     NotFound,
     RunNotFinished,
+    ValidationFailed,
     WebhookError,
     WebhookNotConfigured,
     WebhookNotDue,
@@ -78,6 +82,100 @@ RecordBuilder = Callable[[Run, list[Artifact]], dict[str, Any]]
 
 CLAIM_MARGIN_S = 60.0
 """A claim outlives the attempt's timeout by this much before another process may retry."""
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+ALWAYS_DENIED = (
+    ipaddress.ip_network("169.254.0.0/16"),  # link-local, cloud metadata (169.254.169.254)
+    ipaddress.ip_network("fe80::/10"),  # link-local
+    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+    ipaddress.ip_network("0.0.0.0/8"),  # "this network": 0.0.0.0 reaches the local host
+    ipaddress.ip_network("::/128"),
+)
+"""Never a webhook target, whatever the settings."""
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _denied(address: Address, deny_private: bool) -> str | None:
+    """Why a webhook may not go to `address`, or None."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for network in ALWAYS_DENIED:
+        if address in network:
+            return f"{address} is a link-local or cloud-metadata address"
+    if deny_private and not address.is_global:
+        return f"{address} is a private address (GLASSBOX_WEBHOOK_DENY_PRIVATE is true)"
+    return None
+
+
+def check_target(url: str, *, deny_private: bool, field: str = "webhook_url") -> None:
+    """A webhook URL as given: http(s), a host, no credentials, no CR/LF, and not an address
+    that is refused (a host name is checked again when it is resolved, at delivery).
+    Raises ValidationFailed naming `field`."""
+    if any(c in url for c in "\r\n\t\x00"):
+        raise ValidationFailed(field, "must not contain control characters (CR, LF, tab, NUL)")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValidationFailed(field, f"not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ValidationFailed(field, "must be an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValidationFailed(
+            field,
+            "must not contain credentials (user:password@); authenticate the webhook by its "
+            "signature (GLASSBOX_WEBHOOK_SECRET) instead",
+        )
+    address = _literal_address(host)
+    if address is None:
+        return
+    reason = _denied(address, deny_private)
+    if reason:
+        raise ValidationFailed(field, f"refused target: {reason}")
+
+
+def _literal_address(host: str) -> Address | None:
+    """The address a host written as a number stands for, in any form the resolver takes
+    (`169.254.169.254`, `2852039166`, `0251.0376.0251.0376`, `[::ffff:a9fe:a9fe]`)."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+async def check_resolved_target(url: str, *, deny_private: bool) -> None:
+    """At delivery: every address the URL's host resolves to must be allowed (a name that
+    resolves to a metadata address, or to another address than when it was accepted, is
+    refused). Raises WebhookTargetRefused."""
+    try:
+        check_target(url, deny_private=deny_private)
+    except ValidationFailed as exc:
+        raise WebhookTargetRefused(exc.message) from None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return  # the connection attempt reports the failure to resolve
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        reason = _denied(address, deny_private)
+        if reason:
+            raise WebhookTargetRefused(f"{host} resolves to {reason}")
+
+
+class WebhookTargetRefused(Exception):
+    """The webhook's target address is not allowed (an attempt that fails, not retried)."""
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -242,6 +340,9 @@ class WebhookDispatcher:
         error: str | None = None
         retry_after: float | None = None
         try:
+            await check_resolved_target(
+                prepared.url, deny_private=self.settings.webhook_deny_private
+            )
             # httpx's timeout bounds each read; this bounds the whole attempt.
             async with (
                 asyncio.timeout(timeout),
@@ -261,6 +362,8 @@ class WebhookDispatcher:
                     if 300 <= status_code < 400:
                         error += " (redirects are not followed)"
                     retry_after = retry_after_s(response.headers.get("retry-after"))
+        except WebhookTargetRefused as exc:
+            error = f"refused target: {exc}"
         except (TimeoutError, httpx.TimeoutException) as exc:
             error = f"timeout: no answer within {timeout:g} s ({type(exc).__name__})"
         except httpx.ConnectError as exc:

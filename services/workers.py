@@ -9,11 +9,12 @@ import contextlib
 import logging
 import time
 
+from runner.salvage import Salvaged, salvage_spools
 from runner.worker import Worker, WorkerOptions
 from services.backends import Services
 from storage.retry import backoff
 
-__all__ = ["Worker", "WorkerOptions", "WorkerPool"]
+__all__ = ["Salvaged", "Worker", "WorkerOptions", "WorkerPool", "salvage_spools"]
 
 log = logging.getLogger(__name__)
 

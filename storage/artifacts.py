@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +28,10 @@ async def add_artifact(
     sha256: str,
     key: str,
     artifact_id: str | None = None,
+    created_at: datetime | None = None,
 ) -> Artifact:
+    """`created_at`: when the run produced it, so rows written late (a retry after an outage)
+    still list in the run's order."""
     artifact = Artifact(
         id=artifact_id or new_id("art"),
         run_id=run_id,
@@ -37,6 +42,8 @@ async def add_artifact(
         sha256=sha256,
         key=key,
     )
+    if created_at is not None:
+        artifact.created_at = created_at
     session.add(artifact)
     await session.flush()
     return artifact

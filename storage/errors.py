@@ -29,11 +29,14 @@ class InvalidTransition(GlassboxError):
 class ValidationFailed(GlassboxError):
     """Input refused before anything ran. `field` is a dotted path to the culprit."""
 
-    def __init__(self, field: str, message: str, *, location: str = "body") -> None:
+    def __init__(
+        self, field: str, message: str, *, location: str = "body", line: int | None = None
+    ) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
         self.message = message
         self.location = location  # body, query or path: where the field was sent
+        self.line = line  # in a workflow's YAML/JSON text, when it came as text
 
 
 class WebhookError(GlassboxError):
@@ -60,3 +63,11 @@ class WebhookNotDue(WebhookError):
         super().__init__(f"the webhook of run {run_id} is {state}; no automatic attempt is due")
         self.run_id = run_id
         self.state = state
+
+
+class TriggerRefused(GlassboxError):
+    """A trigger URL called without its token (or signature): the same answer whether or not
+    the trigger exists."""
+
+    def __init__(self, why: str = "invalid or missing trigger token") -> None:
+        super().__init__(why)

@@ -3,10 +3,11 @@ processes anywhere can show it."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.models import LiveFrame, utcnow
+from storage.models import LiveFrame, Run, utcnow
+from storage.status import TERMINAL_STATUSES
 
 
 async def get_live_frame(*, session: AsyncSession, run_id: str) -> LiveFrame | None:
@@ -26,3 +27,10 @@ async def put_live_frame(*, session: AsyncSession, run_id: str, seq: int, data: 
 async def delete_live_frame(*, session: AsyncSession, run_id: str) -> None:
     """Commit to keep."""
     await session.execute(delete(LiveFrame).where(LiveFrame.run_id == run_id))
+
+
+async def delete_finished_live_frames(*, session: AsyncSession) -> int:
+    """Frames of runs that ended (a worker that died kept its run's row). Commit to keep."""
+    ended = select(Run.id).where(Run.status.in_([s.value for s in TERMINAL_STATUSES]))
+    result = await session.execute(delete(LiveFrame).where(LiveFrame.run_id.in_(ended)))
+    return int(getattr(result, "rowcount", 0) or 0)

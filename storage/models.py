@@ -72,6 +72,62 @@ class Workflow(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class Schedule(Base):
+    """When a saved workflow runs by itself: a cron expression (in `timezone`), a fixed
+    interval, or one time (`at`). `next_fire_at` is advanced by compare-and-set, in the same
+    transaction that queues the run, so each fire time makes exactly one run in any number of
+    processes."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str | None] = mapped_column(String(500))
+    cron: Mapped[str | None] = mapped_column(String(200))
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime | None] = mapped_column()
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    catch_up: Mapped[str] = mapped_column(String(20), default="skip")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fire_at: Mapped[datetime | None] = mapped_column()
+    last_run_id: Mapped[str | None] = mapped_column(String(40))
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # fire times missed and skipped
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last fire made no run
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # of the runs it makes
+    run_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Trigger(Base):
+    """A URL that starts a saved workflow: `POST /api/v1/hooks/{id}` with the trigger's token
+    (stored hashed), its JSON body mapped to parameters by a template per parameter, and
+    optionally signed by the caller (the HMAC secret is sealed)."""
+
+    __tablename__ = "triggers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    token_prefix: Mapped[str] = mapped_column(String(16))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sealed_hmac_secret: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    fire_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_fired_at: Mapped[datetime | None] = mapped_column()
+    last_run_id: Mapped[str | None] = mapped_column(String(40))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # of the runs it starts
+    run_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -83,6 +139,12 @@ class Run(Base):
         ForeignKey("workflows.id", ondelete="SET NULL"), index=True
     )
     parent_run_id: Mapped[str | None] = mapped_column(String(40))
+    schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: schedule
+    trigger_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: webhook
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # + run_tags
+    run_metadata: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSON, default=dict, server_default="{}"
+    )
     # The workflow as submitted (secret defaults masked) and the run's parameters (masked).
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -128,6 +190,15 @@ class Run(Base):
     )
 
 
+class RunTag(Base):
+    """A run's tags, one row each, for `GET /runs?tag=`."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
 class RunStatusChange(Base):
     __tablename__ = "run_status_history"
 
@@ -163,6 +234,21 @@ class Artifact(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Upload(Base):
+    """A file sent to `POST /api/v1/uploads`, for a run's `type: file` parameter (the run gets
+    its own copy, an `input` artifact). Bytes under uploads/<id>/<name>."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     content_type: Mapped[str] = mapped_column(String(200))
     size: Mapped[int] = mapped_column(BigInteger)

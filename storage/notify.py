@@ -95,7 +95,6 @@ class PostgresNotifier(LocalNotifier):
         super().__init__()
         parsed = make_url(url).set(drivername="postgresql")
         self.dsn = parsed.render_as_string(hide_password=False)
-        self._listen_conn: object | None = None
         self._publish_conn: object | None = None
         self._publish_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
@@ -112,7 +111,6 @@ class PostgresNotifier(LocalNotifier):
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-                self._listen_conn = conn
                 async with conn:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")

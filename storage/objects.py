@@ -6,6 +6,7 @@ Everything here is synchronous and streams; async callers wrap calls in asyncio.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -21,9 +22,11 @@ from typing import IO, Protocol, Self
 from urllib.parse import quote, urlsplit
 from urllib.request import url2pathname
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import MinioException, S3Error, ServerError
 from minio.helpers import check_bucket_name
 
 from storage.settings import StorageSettings
@@ -55,6 +58,93 @@ class ObjectNotFound(KeyError):
 
 class RangeNotSatisfiable(ValueError):
     """The requested start lies beyond the end of the object (HTTP 416)."""
+
+
+# S3 answers that mean "not now" rather than "never": worth retrying.
+_BUSY_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what caused it: chained exceptions and urllib3's wrapped reasons."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for inner in (
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            *(a for a in getattr(current, "args", ()) if isinstance(a, BaseException)),
+        ):
+            if isinstance(inner, BaseException):
+                stack.append(inner)
+
+
+def disk_full(exc: BaseException) -> bool:
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
+            return True
+        if "ENOSPC" in str(cause) or "No space left on device" in str(cause):
+            return True
+    return False
+
+
+def storage_failure(exc: BaseException) -> str:
+    """What went wrong writing an artifact, in an operator's words and naming the component:
+    `disk full: [Errno 28] No space left on device`, `storage unavailable: connection refused`,
+    else `storage failed: <error>`."""
+    if disk_full(exc):
+        return f"disk full: [Errno {errno.ENOSPC}] {os.strerror(errno.ENOSPC)}"
+    if unavailable(exc):
+        return f"storage unavailable: {_connection_problem(exc)}"
+    return f"storage failed: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def unavailable(exc: BaseException) -> bool:
+    """The store could not be reached or answered "busy": worth retrying later."""
+    for cause in _causes(exc):
+        if isinstance(cause, S3Error):
+            return cause.code in _BUSY_CODES
+        if isinstance(cause, ServerError | urllib3.exceptions.HTTPError | ConnectionError):
+            return True
+        if isinstance(cause, TimeoutError | MinioException) and not isinstance(cause, S3Error):
+            return True
+    return False
+
+
+def transient(exc: BaseException) -> bool:
+    """Storing may work if tried again: the store is down or busy, or the disk is full (space
+    may be freed)."""
+    return disk_full(exc) or unavailable(exc)
+
+
+def _connection_problem(exc: BaseException) -> str:
+    causes = list(_causes(exc))
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        if isinstance(cause, ServerError):
+            return f"HTTP {cause.status_code}"
+        if isinstance(cause, S3Error):
+            return f"{cause.code}: {cause.message}"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return os.strerror(cause.errno).lower()
+    for cause in causes:
+        if isinstance(cause, TimeoutError | urllib3.exceptions.TimeoutError):
+            return "timed out"
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 class ByteStream(Iterator[bytes]):
@@ -167,7 +257,7 @@ def _read_chunks(f: IO[bytes], remaining: int | None) -> Iterator[bytes]:
         yield chunk
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
+def file_chunks(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         yield from _read_chunks(f, None)
 
@@ -235,7 +325,7 @@ class LocalObjectStore:
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
-        return self.put(key, _file_chunks(path), content_type=content_type)
+        return self.put(key, file_chunks(path), content_type=content_type)
 
     def open(self, key: str, *, start: int = 0, end: int | None = None) -> ByteStream:
         _check_range(start, end)
@@ -385,6 +475,17 @@ class S3ObjectStore:
             secret_key=secret_key,
             region=region,
             secure=secure,
+            # minio's own client retries for minutes (5 min timeouts); callers retry with their
+            # own budget (runner.artifacts), so a dead endpoint is reported within seconds.
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=10, read=120),
+                maxsize=10,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+                retries=urllib3.Retry(
+                    total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+                ),
+            ),
         )
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
@@ -429,7 +530,7 @@ class S3ObjectStore:
         return StoredObject(key=key, size=reader.size, sha256=reader.sha256)
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> StoredObject:
-        return self.put(key, _file_chunks(path), content_type=content_type)
+        return self.put(key, file_chunks(path), content_type=content_type)
 
     def open(self, key: str, *, start: int = 0, end: int | None = None) -> ByteStream:
         _check_range(start, end)

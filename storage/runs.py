@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +17,12 @@ from storage.models import (
     LiveFrame,
     Run,
     RunStatusChange,
+    RunTag,
     TimelineCard,
     WebhookDelivery,
     utcnow,
 )
-from storage.status import RunSource, RunStatus, can_transition
+from storage.status import TERMINAL_STATUSES, RunSource, RunStatus, can_transition
 
 
 async def create_run(
@@ -38,6 +40,8 @@ async def create_run(
     extra_http_headers: dict[str, Any] | None = None,
     run_with: str = "agent",
     sealed_secrets: str | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Run:
     now = utcnow()
     run = Run(
@@ -56,9 +60,12 @@ async def create_run(
         extra_http_headers=extra_http_headers,
         run_with=run_with,
         metrics={"prompt_tokens": 0, "completion_tokens": 0, "llm_calls": 0, "cost_usd": 0.0},
+        tags=list(tags or []),
+        run_metadata=dict(metadata or {}),
         created_at=now,
     )
     session.add(run)
+    session.add_all(RunTag(run_id=run.id, tag=tag) for tag in dict.fromkeys(tags or []))
     session.add(RunStatusChange(run_id=run.id, from_status=None, to_status=run.status, at=now))
     await session.flush()
     return run
@@ -106,16 +113,11 @@ async def transition(
         run.queued_at = now
     elif to is RunStatus.running:
         run.started_at = now
-    elif to in (
-        RunStatus.completed,
-        RunStatus.failed,
-        RunStatus.terminated,
-        RunStatus.canceled,
-        RunStatus.timed_out,
-        RunStatus.interrupted,
-    ):
+    elif to in TERMINAL_STATUSES:
         run.finished_at = now
         run.lease_expires_at = None
+        # Nothing may open the run's secrets any more: a rerun is given them again.
+        run.sealed_secrets = None
         if run.webhook_url:  # delivered by the webhook dispatcher of any API process
             run.webhook_state = "pending"
             run.webhook_next_at = now
@@ -137,23 +139,37 @@ async def status_history(*, session: AsyncSession, run_id: str) -> list[RunStatu
     return list(rows.scalars())
 
 
-def _filters(
-    *,
-    workflow_id: str | None,
-    source: str | None,
-    text: str | None,
-    archived: bool | None,
-) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = []
-    if archived is not None:
-        filters.append(Run.archived == archived)
-    if workflow_id:
-        filters.append(Run.workflow_id == workflow_id)
-    if source:
-        filters.append(Run.source == source)
-    if text:
-        filters.append(or_(func.lower(Run.title).like(f"%{text.lower()}%"), Run.id == text))
-    return filters
+@dataclass(frozen=True, kw_only=True)
+class RunFilter:
+    """Which runs a list or a count covers; `None` leaves a criterion out. `text` matches within
+    the title (any case) or is the run id."""
+
+    workflow_id: str | None = None
+    source: str | None = None
+    text: str | None = None
+    archived: bool | None = False
+    tag: str | None = None
+    schedule_id: str | None = None
+    trigger_id: str | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        filters: list[ColumnElement[bool]] = []
+        if self.archived is not None:
+            filters.append(Run.archived == self.archived)
+        if self.workflow_id:
+            filters.append(Run.workflow_id == self.workflow_id)
+        if self.source:
+            filters.append(Run.source == self.source)
+        if self.schedule_id:
+            filters.append(Run.schedule_id == self.schedule_id)
+        if self.trigger_id:
+            filters.append(Run.trigger_id == self.trigger_id)
+        if self.tag:
+            filters.append(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == self.tag)))
+        if self.text:
+            text = self.text
+            filters.append(or_(func.lower(Run.title).like(f"%{text.lower()}%"), Run.id == text))
+        return filters
 
 
 async def list_runs(
@@ -161,18 +177,12 @@ async def list_runs(
     session: AsyncSession,
     limit: int,
     statuses: Sequence[str] | None = None,
-    workflow_id: str | None = None,
-    source: str | None = None,
-    text: str | None = None,
-    archived: bool | None = False,
+    where: RunFilter = RunFilter(),
     before: tuple[datetime, str] | None = None,
 ) -> list[Run]:
-    """Runs newest first (by `created_at`, then id), at most `limit`. `text` matches within the
-    title (any case) or is the run id; `before` is the (created_at, id) of the last run of the
-    previous page."""
-    query = select(Run).where(
-        *_filters(workflow_id=workflow_id, source=source, text=text, archived=archived)
-    )
+    """Runs newest first (by `created_at`, then id), at most `limit`; `before` is the
+    (created_at, id) of the last run of the previous page."""
+    query = select(Run).where(*where.clauses())
     if statuses is not None:
         query = query.where(Run.status.in_(list(statuses)))
     if before is not None:
@@ -186,16 +196,11 @@ async def list_runs(
 async def count_by_status(
     *,
     session: AsyncSession,
-    workflow_id: str | None = None,
-    source: str | None = None,
-    text: str | None = None,
-    archived: bool | None = None,
+    where: RunFilter = RunFilter(archived=None),
 ) -> dict[str, int]:
     """Runs per status (statuses without runs are left out), filtered as `list_runs` does."""
     rows = await session.execute(
-        select(Run.status, func.count())
-        .where(*_filters(workflow_id=workflow_id, source=source, text=text, archived=archived))
-        .group_by(Run.status)
+        select(Run.status, func.count()).where(*where.clauses()).group_by(Run.status)
     )
     return {status: count for status, count in rows.all()}
 
@@ -217,6 +222,6 @@ async def set_read(*, session: AsyncSession, run_id: str, read: bool) -> Run:
 async def delete_run(*, session: AsyncSession, run_id: str) -> None:
     """Deletes the run's row and every row that belongs to it (its objects are the caller's).
     Commit to keep."""
-    for table in (Artifact, TimelineCard, RunStatusChange, WebhookDelivery, LiveFrame):
+    for table in (Artifact, TimelineCard, RunStatusChange, WebhookDelivery, LiveFrame, RunTag):
         await session.execute(delete(table).where(table.run_id == run_id))
     await session.execute(delete(Run).where(Run.id == run_id))

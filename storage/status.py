@@ -66,6 +66,7 @@ class ArtifactKind(StrEnum):
     llm_prompt = "llm_prompt"
     llm_response = "llm_response"
     html = "html"
+    input = "input"  # a file given to the run (a `type: file` parameter)
 
 
 def can_transition(current: RunStatus, target: RunStatus) -> bool:

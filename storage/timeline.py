@@ -14,6 +14,7 @@ from storage.status import CardKind
 
 
 async def next_seq(*, session: AsyncSession, run_id: str) -> int:
+    """The seq after the run's last card (for cards added after the run ended)."""
     current = await session.scalar(
         select(func.max(TimelineCard.seq)).where(TimelineCard.run_id == run_id)
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import NotFound
 from storage.ids import new_id
-from storage.models import Workflow, utcnow
+from storage.models import Run, Workflow, utcnow
 
 
 async def create_workflow(
@@ -52,3 +52,21 @@ async def archive_workflow(*, session: AsyncSession, workflow_id: str) -> None:
     workflow = await get_workflow(session=session, workflow_id=workflow_id)
     workflow.archived = True
     await session.flush()
+
+
+async def latest_runs(*, session: AsyncSession, workflow_ids: list[str]) -> dict[str, Run]:
+    """The newest run of each of these workflows (archived runs included), by workflow id."""
+    if not workflow_ids:
+        return {}
+    newest = (
+        select(Run.workflow_id, func.max(Run.created_at).label("at"))
+        .where(Run.workflow_id.in_(workflow_ids))
+        .group_by(Run.workflow_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Run).join(
+            newest, (Run.workflow_id == newest.c.workflow_id) & (Run.created_at == newest.c.at)
+        )
+    )
+    return {run.workflow_id: run for run in rows.scalars() if run.workflow_id}

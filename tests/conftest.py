@@ -100,7 +100,12 @@ async def execute(
     """Runs a workflow in this process to its end. `listeners` see each card once stored (a
     test that cancels the task running this does so at a card, as the worker cancels a run)."""
     workflow = parse_workflow(definition)
-    inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
+    inputs = resolve_inputs(
+        workflow,
+        params or {},
+        allowed_schemes=services.runner.url_schemes,
+        upload_dir=services.runner.upload_dir,
+    )
     run = await queue_run(services, workflow, inputs, RunOptions(source=RunSource.api))
     async with runner_env(services, listeners) as env:
         status = await run_now(services, env, run, workflow, inputs)

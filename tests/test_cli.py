@@ -12,6 +12,7 @@ The helpers at the top are shared with the other end-to-end modules that drive t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -29,6 +30,10 @@ from typing import Any
 import pytest
 
 from examples.site_server import LOGIN_PASSWORD, SiteServer
+from services.backends import open_services
+from services.settings import Settings
+from services.workflows import save_workflow
+from storage.settings import StorageSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop.yaml"
@@ -590,3 +595,70 @@ def test_help(tmp_path: Path) -> None:
         assert option in run_help.out
     # Help touches no storage.
     assert not (tmp_path / "data").exists()
+
+
+# --- glassbox schedule ---------------------------------------------------------------------
+
+
+def test_schedule_add_list_disable_delete(tmp_path: Path, site: SiteServer) -> None:
+    data_dir = tmp_path / "data"
+
+    async def saved_workflow() -> str:
+        services = open_services(Settings.load(storage=StorageSettings(data_dir=data_dir)))
+        try:
+            definition = {
+                "title": "Nightly visit",
+                "url": site.url,
+                "parameters": {"query": {"type": "string", "default": "lamp"}},
+                "blocks": [{"label": "v", "type": "action", "steps": [{"goto": "{{ url }}"}]}],
+            }
+            return (await save_workflow(services, definition)).id
+        finally:
+            await services.close()
+
+    workflow_id = asyncio.run(saved_workflow())
+    refused = glassbox("schedule", "add", workflow_id, "--cron", "every night", data_dir=data_dir)
+    assert refused.returncode == 2, refused.describe()
+    assert "cron" in refused.stderr and "Traceback" not in refused.stderr
+    zone = glassbox(
+        "schedule",
+        "add",
+        workflow_id,
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Moon/Base",
+        data_dir=data_dir,
+    )
+    assert zone.returncode == 2 and "timezone" in zone.stderr, zone.describe()
+
+    added = glassbox(
+        "schedule",
+        "add",
+        workflow_id,
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Asia/Tokyo",
+        "--param",
+        "query=desk",
+        data_dir=data_dir,
+    )
+    assert added.returncode == 0, added.describe()
+    schedule = json.loads(added.out)
+    assert schedule["cron"] == "0 3 * * *" and schedule["timezone"] == "Asia/Tokyo"
+    assert schedule["parameters"] == {"query": "desk"}
+    assert schedule["next_fire_at"].endswith("T18:00:00Z")  # 03:00 in Tokyo
+    assert "next run at" in added.stderr
+
+    listed = glassbox("schedule", "list", "--workflow", workflow_id, data_dir=data_dir)
+    assert [json.loads(line)["id"] for line in listed.out.splitlines()] == [schedule["id"]]
+    disabled = glassbox("schedule", "disable", schedule["id"], data_dir=data_dir)
+    assert disabled.returncode == 0 and json.loads(disabled.out)["enabled"] is False, (
+        disabled.describe()
+    )
+    deleted = glassbox("schedule", "delete", schedule["id"], data_dir=data_dir)
+    assert deleted.returncode == 0, deleted.describe()
+    assert glassbox("schedule", "list", data_dir=data_dir).out == ""
+    gone = glassbox("schedule", "delete", schedule["id"], data_dir=data_dir)
+    assert gone.returncode == 1 and "not found" in gone.stderr

@@ -116,7 +116,13 @@ JSON_BLOCKS = [b for b in ALL_BLOCKS if b.lang == "json"]
 
 
 def sample_value(kind: str) -> Any:
-    return {"string": "example", "number": 1.5, "integer": 1, "boolean": True}[kind]
+    return {
+        "string": "example",
+        "number": 1.5,
+        "integer": 1,
+        "boolean": True,
+        "file": "upl_" + "0" * 26,  # an upload's id
+    }[kind]
 
 
 def check_workflow(document: dict[str, Any], where: str) -> None:

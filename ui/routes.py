@@ -1,5 +1,6 @@
-"""The Web UI: two HTML pages (run history, one run) and their static assets, plus Playwright's
-own trace viewer, served read-only from the installed playwright package.
+"""The Web UI: HTML pages (workflows, a workflow with its launch form, the workflow editor, run
+history, one run) and their static assets, plus Playwright's own trace viewer, served read-only
+from the installed playwright package.
 
 The pages hold no data: their JavaScript calls the REST API (/api/v1), which checks API keys.
 """
@@ -43,6 +44,26 @@ def _page(name: str) -> FileResponse:
 @router.get("/")
 async def home() -> RedirectResponse:
     return RedirectResponse("/runs", status_code=307)
+
+
+@router.get("/workflows")
+async def workflows_page() -> FileResponse:
+    return _page("workflows.html")
+
+
+@router.get("/workflows/new")
+async def new_workflow_page() -> FileResponse:
+    return _page("workflow-edit.html")
+
+
+@router.get("/workflows/{workflow_id}")
+async def workflow_page(workflow_id: str) -> FileResponse:
+    return _page("workflow.html")
+
+
+@router.get("/workflows/{workflow_id}/edit")
+async def edit_workflow_page(workflow_id: str) -> FileResponse:
+    return _page("workflow-edit.html")
 
 
 @router.get("/runs")

@@ -60,7 +60,13 @@ def test_every_artifact_streams_its_bytes_with_type_size_and_checksum(
             assert int(answer.headers["content-length"]) == item["size"]
             assert answer.headers.get("accept-ranges") == "bytes"
             disposition = answer.headers.get("content-disposition", "")
-            assert disposition.startswith("inline") and item["name"] in disposition
+            shown = item["content_type"].split("/")[0] in ("image", "video") or item[
+                "content_type"
+            ] in ("application/json", "application/x-ndjson", "text/plain")
+            assert disposition.startswith("inline" if shown else "attachment"), item
+            assert item["name"] in disposition
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["content-security-policy"] == "sandbox"
             expected = EXPECTED_TYPES.get(item["kind"])
             if expected:
                 assert item["content_type"] == expected, item

@@ -73,8 +73,28 @@ PROTECTED: frozenset[Key] = frozenset(
         ("GET", "/api/v1/workflows/{workflow_id}"),
         ("PUT", "/api/v1/workflows/{workflow_id}"),
         ("DELETE", "/api/v1/workflows/{workflow_id}"),
+        ("POST", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules/{schedule_id}"),
+        ("PATCH", "/api/v1/schedules/{schedule_id}"),
+        ("DELETE", "/api/v1/schedules/{schedule_id}"),
+        ("POST", "/api/v1/workflows/{workflow_id}/schedules"),
+        ("GET", "/api/v1/workflows/{workflow_id}/schedules"),
+        ("POST", "/api/v1/workflows/{workflow_id}/triggers"),
+        ("GET", "/api/v1/workflows/{workflow_id}/triggers"),
+        ("GET", "/api/v1/triggers"),
+        ("GET", "/api/v1/triggers/{trigger_id}"),
+        ("DELETE", "/api/v1/triggers/{trigger_id}"),
+        ("POST", "/api/v1/uploads"),
+        ("GET", "/api/v1/uploads/{upload_id}"),
     }
 )
+
+# Routes authenticated by a token of their own instead of API keys: without it (whatever API key
+# comes along, even the right one) they answer 401 and do nothing.
+TOKEN: dict[Key, str] = {
+    ("POST", "/api/v1/hooks/{trigger_id}"): "a trigger URL: X-Glassbox-Token, the trigger's own",
+}
 
 _SHELL = "an HTML shell, the same for everyone; its JavaScript calls /api/v1 with the key"
 PUBLIC: dict[Key, str] = {
@@ -83,6 +103,10 @@ PUBLIC: dict[Key, str] = {
     ("GET", "/docs"): "Swagger UI's page; it reads /openapi.json and calls the API with the key",
     ("MOUNT", "/static/swagger"): "Swagger UI's JavaScript and CSS (swagger-ui-bundle)",
     ("GET", "/"): "a redirect to /runs",
+    ("GET", "/workflows"): _SHELL,
+    ("GET", "/workflows/new"): _SHELL + " (the editor, empty)",
+    ("GET", "/workflows/{workflow_id}"): _SHELL + " (the page is the same for every id)",
+    ("GET", "/workflows/{workflow_id}/edit"): _SHELL + " (the page is the same for every id)",
     ("GET", "/runs"): _SHELL,
     ("GET", "/runs/{run_id}"): _SHELL + " (the page is the same for every id)",
     ("MOUNT", "/ui"): "the pages' CSS, JavaScript and icon (ui/static)",
@@ -131,16 +155,16 @@ def classification_problems(keys: list[Key]) -> list[str]:
     for key in keys:
         if key[0] == "?":
             problems.append(f"a route of a kind this test cannot request: {key[1]}")
-        elif key in PROTECTED and key in PUBLIC:
-            problems.append(f"{key[0]} {key[1]} is listed both PROTECTED and PUBLIC")
-        elif key not in PROTECTED and key not in PUBLIC:
+        elif sum(key in table for table in (PROTECTED, PUBLIC, TOKEN)) > 1:
+            problems.append(f"{key[0]} {key[1]} is listed in more than one table")
+        elif key not in PROTECTED and key not in PUBLIC and key not in TOKEN:
             problems.append(
                 f"unclassified route {key[0]} {key[1]}: add it to PROTECTED, or to PUBLIC with "
                 "the reason it carries no data"
             )
         elif key[0] == "MOUNT" and key[1] not in MOUNT_PROBES:
             problems.append(f"mount {key[1]}: name a file it serves in MOUNT_PROBES")
-    for key in sorted((PROTECTED | PUBLIC.keys()) - set(keys)):
+    for key in sorted((PROTECTED | PUBLIC.keys() | TOKEN.keys()) - set(keys)):
         problems.append(f"{key[0]} {key[1]} is in the table but not in the app: drop it")
     return problems
 
@@ -186,6 +210,21 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
             for run in runs:
                 record = wait_status(client, run["id"], timeout=90)
                 assert record["status"] == "completed", record["failure_reason"]
+            upload = client.post("/uploads", files={"file": ("note.txt", b"route guard")})
+            assert upload.status_code == 201, upload.text
+            trigger_ids = []
+            for workflow_id in saved:
+                answer = client.post(f"/workflows/{workflow_id}/triggers", json={})
+                assert answer.status_code == 201, answer.text
+                trigger_ids.append(answer.json()["id"])
+            schedules = []
+            for workflow_id in saved:  # far in the future: they never fire here
+                answer = client.post(
+                    f"/workflows/{workflow_id}/schedules",
+                    json={"title": MARKER, "at": "2099-01-01T00:00:00Z"},
+                )
+                assert answer.status_code == 201, answer.text
+                schedules.append(answer.json()["id"])
             artifacts = client.get(f"/runs/{runs[0]['id']}/artifacts").json()["items"]
             code = [a for a in artifacts if a["kind"] == "code"]
             assert code, f"the run has no code artifact: {[a['kind'] for a in artifacts]}"
@@ -199,8 +238,20 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
         yield Guarded(
             service=service,
             key=key,
-            ids={"run_id": runs[0]["id"], "workflow_id": saved[0], "artifact_id": code[0]["id"]},
-            victims={"run_id": runs[1]["id"], "workflow_id": saved[1]},
+            ids={
+                "run_id": runs[0]["id"],
+                "workflow_id": saved[0],
+                "artifact_id": code[0]["id"],
+                "schedule_id": schedules[0],
+                "trigger_id": trigger_ids[0],
+                "upload_id": upload.json()["id"],
+            },
+            victims={
+                "run_id": runs[1]["id"],
+                "workflow_id": saved[1],
+                "schedule_id": schedules[1],
+                "trigger_id": trigger_ids[1],
+            },
         )
 
 
@@ -258,6 +309,21 @@ def refused_as_unauthorized(answer: Answer) -> str:
     if httpx.Response(401, content=answer.body).json() != WRONG_KEY_ANSWER:
         return f"401 with the body {answer.body[:200]!r}"
     return ""
+
+
+def check_token_only(guarded: Guarded, method: str, path: str, url_path: str) -> list[str]:
+    """Refused without the route's own token, even with the right API key."""
+    base = guarded.service.base_url
+    problems = []
+    for how, headers in (
+        ("without its token", {}),
+        ("with only the right API key", guarded.headers()),
+        ("with a wrong token", {"X-Glassbox-Token": "gbt_wrong", **guarded.headers()}),
+    ):
+        answer = request(base, method, url_path, headers=headers)
+        if answer.status != 401:
+            problems.append(f"{method} {path} {how}: answered {answer.status}, not 401")
+    return problems
 
 
 def check_protected(guarded: Guarded, method: str, path: str, url_path: str) -> list[str]:
@@ -350,7 +416,7 @@ def test_the_ids_are_real(guarded: Guarded) -> None:
 def test_every_route_is_guarded_as_classified(guarded: Guarded) -> None:
     keys = route_keys(served_app())
     problems = classification_problems(keys)
-    known = [k for k in keys if k in PROTECTED or k in PUBLIC]
+    known = [k for k in keys if k in PROTECTED or k in PUBLIC or k in TOKEN]
 
     # The enumerated app is the one served: everything the service documents is in it.
     openapi = request(guarded.service.base_url, "GET", "/openapi.json")
@@ -378,6 +444,8 @@ def test_every_route_is_guarded_as_classified(guarded: Guarded) -> None:
         for method, path, filled in routes:
             if (method, path) in PROTECTED:
                 problems += check_protected(guarded, method, path, filled)
+            elif (method, path) in TOKEN:
+                problems += check_token_only(guarded, method, path, filled)
             else:
                 mounted = method == "MOUNT"
                 problems += check_public(guarded, "GET" if mounted else method, path, filled)
@@ -387,7 +455,7 @@ def test_every_route_is_guarded_as_classified(guarded: Guarded) -> None:
         # Nothing the refused requests asked for happened.
         assert api.get("/runs").json()["counts"] == before
         for name, value in guarded.victims.items():
-            resource = "runs" if name == "run_id" else "workflows"
+            resource = name.removesuffix("_id") + "s"  # run_id -> runs, schedule_id -> schedules
             assert api.get(f"/{resource}/{value}").status_code == 200, (name, value)
 
         # The right key opens every protected route (DELETEs last: they remove their victims).

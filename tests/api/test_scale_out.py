@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from examples.site_server import SiteServer
 from storage import migrate
 from tests.api import conftest
 from tests.api.conftest import stepwise_workflow
+from tests.ports import free_port
 from tests.s3server import SeaweedS3
 from tests.storage.conftest import postgres_database, require_postgres
 
@@ -67,13 +67,6 @@ def glassbox_command() -> str:
     found = str(beside) if beside.is_file() else shutil.which("glassbox")
     assert found, "the `glassbox` console script is not installed"
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_environ() -> dict[str, str]:

@@ -569,7 +569,8 @@ async def test_secret_parameters_stay_masked_in_the_delivered_record(
     [request] = receiver.requests
     assert b"hunter2-sesame" not in request.body
     stored = await fetch(db, run.id)
-    assert stored.sealed_secrets and stored.sealed_secrets.encode() not in request.body
+    assert stored.sealed_secrets is None  # dropped when the run ended
+    assert run.sealed_secrets and run.sealed_secrets.encode() not in request.body
     assert json.loads(request.body)["parameters"] == {"user": "ada", "password": "********"}
 
 
@@ -680,3 +681,25 @@ async def test_endpoint_errors(
     assert empty.status_code == 200
     assert empty.json() == {"items": [], "state": None, "next_attempt_at": None}
     assert receiver.requests == []
+
+
+async def test_the_delivered_record_says_whether_it_is_complete(
+    db: Database, receiver: Receiver, make_dispatcher: MakeDispatcher
+) -> None:
+    """A run whose steps succeeded but whose evidence could not all be kept is `completed`
+    with `record.complete` false, and its webhook says so: neither hides the other."""
+    missing = ["video recording.mp4: storage unavailable: connection refused"]
+    incomplete = await finished_run(db, receiver.url)
+    complete = await finished_run(db, receiver.url)
+    async with db.session() as session:
+        (await get_run(session=session, run_id=incomplete)).record_missing = missing
+        await session.commit()
+
+    async with dispatching(make_dispatcher()) as wake:
+        wake.set()
+        for run_id in (incomplete, complete):
+            await wait_for_state(db, run_id, "delivered", "failed")
+    sent = {json.loads(r.body)["id"]: json.loads(r.body) for r in receiver.requests}
+    assert sent[incomplete]["status"] == "completed"
+    assert sent[incomplete]["record"] == {"complete": False, "missing": missing}
+    assert sent[complete]["record"] == {"complete": True, "missing": []}

@@ -180,3 +180,56 @@ def test_a_secret_default_is_refused_when_saving_and_nothing_is_stored(
     kept = client.get(f"/workflows/{saved['id']}").json()
     assert kept == saved
     assert "default" not in kept["definition"]["parameters"]["password"]
+
+
+def test_a_workflow_sent_as_yaml_text_is_saved_and_a_mistake_names_its_line(
+    client: httpx.Client, site: SiteServer
+) -> None:
+    """The web editor's way: `source` text; a refusal gives the field and its line."""
+    source = (
+        "title: Visit from text\n"
+        "description: Opens the shop's front page.\n"
+        f"url: {site.url}\n"
+        "parameters:\n"
+        "  page: {type: string, default: index.html, description: Which page}\n"
+        "blocks:\n"
+        "  - label: visit\n"
+        "    type: action\n"
+        "    steps:\n"
+        '      - goto: "{{ url }}{{ page }}"\n'
+        "      - click: {}\n"
+    )
+    refused = client.post("/workflows", json={"source": source})
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"][0]
+    assert detail["field"].startswith("definition.blocks[0].steps[1]")
+    assert detail["line"] == 11  # `- click: {}`
+
+    broken = client.post("/workflows", json={"source": "title: x\nblocks: [\n  - a: b\n"})
+    assert broken.status_code == 422
+    assert broken.json()["detail"][0]["field"] == "source"
+    assert broken.json()["detail"][0]["line"] >= 2
+
+    neither = client.post("/workflows", json={"title": "nothing"})
+    assert neither.status_code == 422 and error_fields(neither) == ["definition"]
+
+    fixed = source.replace("      - click: {}\n", "")
+    answer = client.post("/workflows", json={"source": fixed})
+    assert answer.status_code == 201, answer.text
+    saved = answer.json()
+    assert saved["title"] == "Visit from text"
+    assert saved["description"] == "Opens the shop's front page."
+    assert saved["parameters"]["page"]["description"] == "Which page"
+    assert saved["last_run"] is None
+    # The editor gets the definition back as YAML text, which saves to the same definition.
+    again = client.put(f"/workflows/{saved['id']}", json={"source": saved["source"]})
+    assert again.status_code == 200, again.text
+    assert again.json()["definition"] == saved["definition"]
+
+    started = client.post("/runs", json={"workflow_id": saved["id"]})
+    assert started.status_code == 201, started.text
+    run = started.json()
+    wait_status(client, run["id"])
+    listed = {w["id"]: w for w in client.get("/workflows").json()["items"]}
+    assert listed[saved["id"]]["last_run"]["id"] == run["id"]
+    assert listed[saved["id"]]["last_run"]["status"] == "completed"

@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from PIL import Image, ImageChops, ImageStat
 from playwright.async_api import Browser
 
 from examples.site_server import SiteServer
-from runner.media import find_ffprobe
 from runner.settings import RunnerSettings
+from services.backends import Services
 from tests.conftest import Outcome
+from tests.media import find_ffprobe
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
 
@@ -249,10 +251,13 @@ async def test_console_messages_and_page_errors_are_logged(
 
 
 async def test_every_verb_against_the_site(
-    run_workflow: Any, site: SiteServer, tmp_path: Path
+    run_workflow: Any, site: SiteServer, tmp_path: Path, services: Services
 ) -> None:
     upload = tmp_path / "notes.txt"
     upload.write_text("twelve bytes")
+    # Server files may be uploaded from GLASSBOX_UPLOAD_DIR only.
+    runner = services.settings.runner.model_copy(update={"upload_dir": tmp_path})
+    services.settings = replace(services.settings, runner=runner)
     outcome = await run_workflow(
         {
             "url": site.url,

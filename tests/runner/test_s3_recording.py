@@ -19,11 +19,11 @@ from minio import Minio
 from pydantic import SecretStr
 
 from examples.site_server import SiteServer
-from runner.media import find_ffprobe
 from services.backends import open_services
 from services.settings import Settings
 from storage.settings import StorageSettings
 from tests.conftest import Outcome, execute
+from tests.media import find_ffprobe
 from tests.s3server import SeaweedS3
 from tests.storage.conftest import postgres_database
 

@@ -22,7 +22,12 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-from runner.secrets import MASK, WEAK_LENGTH, SecretMasker, encoded_variants
+from runner.secrets import (
+    MASK,
+    SecretMasker,
+    base64_fragments,
+    encoded_variants,
+)
 
 # Special characters so that URL, form, JSON and HTML encodings all differ from the raw value.
 SECRET = "s3cr3t-P@ss w/rd&x=1"
@@ -77,8 +82,7 @@ def test_mask_text_every_encoding(name: str) -> None:
         masker.mask_bytes(b"\xff\x00" + FORMS[name] + b"\xfe")
         == b"\xff\x00" + MASK.encode() + b"\xfe"
     )
-    assert masker.contains_secret(FORMS[name])
-    assert not masker.contains_secret(masker.mask_bytes(FORMS[name]))
+    assert not leaks(masker.mask_bytes(FORMS[name]))
 
 
 def test_encoded_variants_lists_raw_first_and_all_masked() -> None:
@@ -121,7 +125,6 @@ def test_quotes_backslashes_and_non_ascii_two_layers_deep() -> None:
     for text in layered:
         masked = masker.mask_text(text)
         assert MASK in masked, text
-        assert not masker.contains_secret(masked)
         for form in clear_forms(secret).values():
             assert form.decode() not in masked
 
@@ -151,18 +154,14 @@ def test_empty_values_are_ignored_and_repr_hides_values() -> None:
     assert empty.mask_text("anything") == "anything"
     assert empty.mask_bytes(b"anything") == b"anything"
     assert empty.mask_obj({"a": ["b"]}) == {"a": ["b"]}
-    assert not empty.contains_secret(b"anything")
     masker = SecretMasker(["", SECRET, SECRET])
     assert masker
     assert len(masker) == 1
     assert SECRET not in repr(masker)
-    assert masker.weak_count == 0
 
 
-def test_short_secret_is_still_masked_and_reported() -> None:
+def test_short_secret_is_still_masked() -> None:
     masker = SecretMasker(["42"])
-    assert len("42") < WEAK_LENGTH
-    assert masker.weak_count == 1
     assert masker.mask_text("pin=42&x=%34%32") == f"pin={MASK}&x={MASK}"
 
 
@@ -197,14 +196,18 @@ def test_mask_obj_keys_values_nesting_and_numbers() -> None:
     assert obj[SECRET] == "key"  # the input is not modified
 
 
-def test_mask_obj_base64_tokens_only_when_asked() -> None:
+def test_mask_obj_base64_whole_tokens_decoded_when_asked_fragments_always() -> None:
     masker = SecretMasker([SECRET])
     basic = "Basic " + FORMS["basic_auth"].decode()
     whole = FORMS["base64"].decode()
     data_url = "data:text/plain;base64," + base64.b64encode(b"pw=" + SECRET.encode()).decode()
     jwt_part = base64.urlsafe_b64encode(json.dumps({"p": SECRET}).encode()).decode().rstrip("=")
     obj = {"auth": basic, "blob": whole, "url": data_url, "jwt": f"eyJhbGciOiJub25lIn0.{jwt_part}."}
-    assert masker.mask_obj(obj) == obj
+    # Without decoding, the value's base64 is still cut out of every token (not re-encoded).
+    plain = masker.mask_obj(obj)
+    for key, value in plain.items():
+        assert MASK in value, key
+        assert not any(f in value for f in base64_fragments(SECRET)), key
     masked = masker.mask_obj(obj, decode_base64=True)
     assert base64.b64decode(masked["auth"].split()[1]) == f"{USER}:{MASK}".encode()
     assert base64.b64decode(masked["blob"]) == MASK.encode()
@@ -557,11 +560,9 @@ def _check_masked(
     html_path: Path,
     members_before: dict[str, bytes],
 ) -> None:
-    masker = SecretMasker([SECRET])
     # HAR: valid JSON, nothing left, base64 bodies masked too.
     har_after = har_path.read_bytes()
     assert not leaks(har_after)
-    assert not masker.contains_secret(har_after)
     assert MASK.encode() in har_after
     bodies = _har_base64_bodies(json.loads(har_after))
     assert bodies
@@ -575,7 +576,6 @@ def _check_masked(
     members_after = _zip_members(trace_path)
     for name, data in members_after.items():
         assert not leaks(data), name
-        assert not masker.contains_secret(data), name
         if name.endswith((".trace", ".network")):
             for line in data.splitlines():
                 if line.strip():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,15 @@ from tests.probe_site import Hit, ProbeSite
 from tests.runner.test_codegen import last_json_line, run_script
 
 UPLOADED = b"glassbox upload probe \x00\x01\x02 bytes\n"
+
+
+@pytest.fixture(autouse=True)
+def upload_dir(services: Services, tmp_path: Path) -> Path:
+    """The tests' files to upload live in tmp_path: the run may upload from there only
+    (GLASSBOX_UPLOAD_DIR)."""
+    runner = services.settings.runner.model_copy(update={"upload_dir": tmp_path})
+    services.settings = replace(services.settings, runner=runner)
+    return tmp_path
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 from playwright.async_api import async_playwright
 
-from runner.media import find_ffmpeg, find_ffprobe
+from runner.media import find_ffmpeg
 from runner.settings import RunnerSettings
 from runner.video import VideoEncoderError, VideoRecorder, faststart_remux
+from tests.media import find_ffprobe
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -124,6 +125,20 @@ def feed(rec: VideoRecorder, seconds: float, frames: list[bytes]) -> None:
         time.sleep(0.05)
 
 
+def encoder_pid(spool: Path) -> int:
+    """The ffmpeg writing `spool`, found as an operator would (`pgrep -f <spool>`)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if str(spool).encode() in args:
+            return int(entry.name)
+    raise AssertionError(f"no process writes {spool}")
+
+
 def fragments_written(spool: Path) -> int:
     """Complete `moof` boxes at the top level of a fragmented MP4 that is still being written."""
     data = spool.read_bytes() if spool.exists() else b""
@@ -168,39 +183,19 @@ def test_find_ffmpeg_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     bundled = find_ffmpeg()
     assert "imageio_ffmpeg" in bundled
-    assert find_ffprobe() is None
 
 
 # ---------------------------------------------------------------------------- frames
 
 
-def test_wait_for_frame_after_without_encoder(tmp_path: Path) -> None:
+def test_frames_must_be_jpeg_and_finish_needs_start(tmp_path: Path) -> None:
     rec = VideoRecorder(tmp_path / "unused.mp4", fps=FPS)
-    assert rec.latest_frame() is None
-    assert rec.wait_for_frame_after(time.monotonic(), 0.01) is None
     with pytest.raises(ValueError, match="JPEG"):
         rec.add_frame(b"not a jpeg")
-
-    first, second, third = (make_jpeg(c, (32, 32)) for c in (RED, BLUE, WHITE))
-    rec.add_frame(first)
-    mark = time.monotonic()
-    rec.add_frame(second)
-    rec.add_frame(third)
-    assert rec.latest_frame() == third
-    # The first frame after the mark, not the newest one.
-    assert rec.wait_for_frame_after(mark, 1.0) == second
-    # Nothing newer arrives: the latest frame after the timeout.
-    assert rec.wait_for_frame_after(time.monotonic(), 0.05) == third
-
-    later = make_jpeg((0, 255, 0), (32, 32))
-    mark = time.monotonic()
-    timer = threading.Timer(0.1, rec.add_frame, args=(later,))
-    timer.start()
-    started = time.monotonic()
-    assert rec.wait_for_frame_after(mark, 30.0) == later
-    # Woken by the frame (0.1 s), not returning the latest frame at its 30 s timeout.
-    assert time.monotonic() - started < 15.0
-    timer.join()
+    with pytest.raises(RuntimeError, match="before start"):
+        rec.finish(tmp_path / "video.mp4")
+    assert rec.elapsed_ms() == 0
+    assert not (tmp_path / "unused.mp4").exists()
 
 
 # ---------------------------------------------------------------------------- encoder
@@ -211,6 +206,7 @@ def test_static_tail_keeps_duration_and_output_is_faststart_h264(tmp_path: Path)
     spool = tmp_path / "video.spool.mp4"
     rec = VideoRecorder(spool, fps=FPS)
     frames = [make_jpeg(RED), make_jpeg(BLUE)]
+    called = time.monotonic()
     rec.start()
     started = time.monotonic()
     time.sleep(0.3)  # no frame yet: blank white
@@ -219,13 +215,12 @@ def test_static_tail_keeps_duration_and_output_is_faststart_h264(tmp_path: Path)
     feed(rec, started + 2.0 - time.monotonic(), frames)
     rec.add_frame(frames[1])
     time.sleep(max(0.0, started + 3.5 - time.monotonic()))  # a static page: no frames at all
-    t0 = rec.started_at
-    assert t0 is not None and t0 <= started
     before = time.monotonic()
     end_ms = rec.elapsed_ms()
     after = time.monotonic()
-    # elapsed_ms() is monotonic time since start(), whenever the sleep above returned.
-    assert int((before - t0) * 1000) <= end_ms <= int((after - t0) * 1000)
+    # elapsed_ms() is monotonic time since start() (the video's time 0 is set while start()
+    # runs), whenever the sleep above returned.
+    assert int((before - started) * 1000) <= end_ms <= int((after - called) * 1000) + 1
     assert end_ms >= 3500
     out = rec.finish(tmp_path / "video.mp4")
     assert out == tmp_path / "video.mp4"
@@ -260,19 +255,28 @@ def test_static_tail_keeps_duration_and_output_is_faststart_h264(tmp_path: Path)
 @needs_ffprobe
 def test_overlay_decorates_frames_by_scheduled_time(tmp_path: Path) -> None:
     green = make_jpeg((0, 255, 0))
+    scheduled: list[float] = []  # the `at` of every call, frame by frame
 
     def overlay(jpeg: bytes, at: float) -> bytes:
-        video_ms = rec.video_ms_at(at)
+        scheduled.append(at)
+        video_ms = round((at - scheduled[0]) * 1000)  # frame 0 is due at video time 0
         if video_ms >= 950:
             raise RuntimeError("overlay bug")  # must not break the video
         return green if 450 <= video_ms < 750 else jpeg
 
     rec = VideoRecorder(tmp_path / "spool.mp4", fps=FPS, overlay=overlay)
     rec.add_frame(make_jpeg(RED))  # before start(): shown from the first video frame
+    called = time.monotonic()
     rec.start()
-    assert rec.started_at is not None
+    started = time.monotonic()
     time.sleep(1.2)
     out = rec.finish(tmp_path / "video.mp4")
+
+    # `at` is the frame's scheduled monotonic time: time 0 of the video is set in start(), and
+    # frame k is due 1/fps after frame k-1 (however late the ticker got to it).
+    assert called <= scheduled[0] <= started
+    steps = [round((b - a) * 1000) for a, b in itertools.pairwise(scheduled)]
+    assert steps and all(step == FRAME_MS for step in steps), steps
 
     colors = frame_colors(out)
     assert len(colors) >= 12
@@ -305,14 +309,15 @@ async def test_screencast_frames_land_at_elapsed_ms(tmp_path: Path) -> None:
                 while not arrivals:
                     await asyncio.sleep(0.05)
             await asyncio.sleep(0.6)
-            change_t = time.monotonic()
             change_ms = rec.elapsed_ms()
             await page.evaluate("document.body.style.background = 'rgb(0,0,255)'")
-            shot = await rec.frame_after(change_t, timeout_s=30.0)
-            assert shot is not None and close_to(jpeg_color(shot), BLUE)
+            async with asyncio.timeout(30):
+                while not any(close_to(jpeg_color(data), BLUE) for _, _, data in arrivals):
+                    await asyncio.sleep(0.05)
             await asyncio.sleep(1.0)
             await page.screencast.stop()
-            out = await rec.finish_async(tmp_path / "video.mp4")
+            # As runner.recorder finishes it: in a thread, off the event loop.
+            out = await asyncio.to_thread(rec.finish, tmp_path / "video.mp4")
         finally:
             await browser.close()
 
@@ -342,14 +347,10 @@ def test_killed_encoder_leaves_playable_spool(tmp_path: Path) -> None:
     spool = tmp_path / "spool.mp4"
     rec = VideoRecorder(spool, fps=FPS, keyframe_interval_s=0.5)
     rec.start()
-    feed_until_fragments(rec, spool, 2, [make_jpeg(RED), make_jpeg(BLUE)])
-    assert rec.pid is not None
-    os.kill(rec.pid, signal.SIGKILL)  # ffmpeg dies mid-run
-    deadline = time.monotonic() + 30
-    while rec.error is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert rec.error is not None
-    assert not rec.running
+    frames = [make_jpeg(RED), make_jpeg(BLUE)]
+    feed_until_fragments(rec, spool, 2, frames)
+    os.kill(encoder_pid(spool), signal.SIGKILL)  # ffmpeg dies mid-run (the OOM killer, ...)
+    feed(rec, 0.5, frames)  # the run goes on, unaware
 
     out = tmp_path / "video.mp4"
     with pytest.raises(VideoEncoderError, match="ffmpeg") as excinfo:
@@ -366,18 +367,15 @@ def test_killed_encoder_leaves_playable_spool(tmp_path: Path) -> None:
 
 
 @needs_ffprobe
-def test_abort_mid_run_leaves_playable_spool(tmp_path: Path) -> None:
+def test_bundled_ffmpeg_records(tmp_path: Path) -> None:
     spool = tmp_path / "spool.mp4"
     bundled = __import__("imageio_ffmpeg").get_ffmpeg_exe()  # the other ffmpeg we support
-    rec = VideoRecorder(spool, fps=FPS, keyframe_interval_s=0.5, ffmpeg=bundled)
+    rec = VideoRecorder(spool, fps=FPS, ffmpeg=bundled)
     rec.start()
-    feed_until_fragments(rec, spool, 2, [make_jpeg(BLUE), make_jpeg(RED)])
-    rec.abort()
-    rec.abort()  # idempotent
-    assert not rec.running
-    with pytest.raises(VideoEncoderError, match="aborted"):
-        rec.finish(tmp_path / "video.mp4")
+    feed(rec, 1.0, [make_jpeg(BLUE), make_jpeg(RED)])
+    out = rec.finish(tmp_path / "video.mp4")
 
-    info = ffprobe(spool)
+    assert not spool.exists()
+    info = ffprobe(out)
     assert video_stream(info)["codec_name"] == "h264"
-    assert float(info["format"]["duration"]) >= 0.45
+    assert float(info["format"]["duration"]) >= 1.0

@@ -561,3 +561,38 @@ def test_seaweed_startup_failure_includes_log(tmp_path: Path) -> None:
         "weed-1.log",
         "weed-2.log",
     ]
+
+
+# --- failures, as an operator reads them ------------------------------------------------------
+
+
+def test_an_unreachable_s3_endpoint_is_named_storage_unavailable() -> None:
+    import socket
+    import time
+
+    from storage.objects import S3ObjectStore, storage_failure, transient
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = S3ObjectStore(
+        endpoint=f"127.0.0.1:{port}", bucket="runs", access_key="a", secret_key="s", secure=False
+    )
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        store.put("runs/r/video/v.mp4", [b"x"], content_type="video/mp4")
+    assert time.monotonic() - started < 10  # not minio's minutes of retries: callers retry
+    assert transient(caught.value)
+    assert storage_failure(caught.value) == "storage unavailable: connection refused"
+
+
+def test_a_full_disk_is_named_disk_full(tmp_path: Path) -> None:
+    import errno
+
+    from storage.objects import storage_failure, transient
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert transient(full)
+    assert storage_failure(full) == "disk full: [Errno 28] No space left on device"
+    assert not transient(ValueError("bad key"))
+    assert storage_failure(ValueError("bad key")) == "storage failed: ValueError: bad key"

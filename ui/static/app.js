@@ -35,17 +35,29 @@ const Glassbox = (() => {
       if (key) headers["X-API-Key"] = key;
       const response = await fetch(API + path, Object.assign({}, options, { headers }));
       if (response.status === 401 && attempt === 0) {
+        if (apiKey() && apiKey() !== key) continue; // another request got a key meanwhile
         try { localStorage.removeItem(KEY); } catch (_) { /* ignore */ }
         if (askKey()) continue;
       }
       if (!response.ok) {
         let detail = response.statusText;
+        let fields = [];
         try {
           const body = await response.json();
-          detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+          if (typeof body.detail === "string") detail = body.detail;
+          else if (Array.isArray(body.detail)) {
+            fields = body.detail.map((d) => ({
+              field: d.field || (d.loc || []).filter((p) => p !== "body").join("."),
+              message: d.msg || String(d),
+              line: d.line || null,
+            }));
+            detail = fields.map((f) => (f.field ? `${f.field}: ${f.message}` : f.message)).join("\n");
+          } else detail = JSON.stringify(body.detail);
         } catch (_) { /* not JSON */ }
         const error = new Error(`${response.status} ${detail}`);
         error.status = response.status;
+        error.detail = detail;
+        error.fields = fields; // [{field, message, line}] for a 422
         throw error;
       }
       return response;
@@ -56,6 +68,10 @@ const Glassbox = (() => {
   async function json(path, options) { return (await request(path, options)).json(); }
   async function text(path, options) { return (await request(path, options)).text(); }
   async function post(path) { return json(path, { method: "POST" }); }
+  /** A JSON request body (POST/PUT); answers the JSON reply. */
+  async function send(method, path, body) {
+    return json(path, { method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  }
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -107,5 +123,17 @@ const Glassbox = (() => {
     return `${m}:${(s % 60).toFixed(1).padStart(4, "0")}`;
   }
 
-  return { API, ACTIVE, apiKey, withKey, request, json, text, post, el, badge, date, duration, seconds, clock };
+  /** "3 min ago", with the exact time in the element's title. */
+  function ago(iso) {
+    if (!iso) return el("span", { text: "—" });
+    const s = (Date.now() - new Date(iso).getTime()) / 1000;
+    let label;
+    if (s < 45) label = "just now";
+    else if (s < 3600) label = `${Math.round(s / 60)} min ago`;
+    else if (s < 86400) label = `${Math.round(s / 3600)} h ago`;
+    else label = `${Math.round(s / 86400)} d ago`;
+    return el("time", { datetime: iso, title: date(iso), text: label });
+  }
+
+  return { API, ACTIVE, apiKey, withKey, request, json, text, post, send, el, badge, date, ago, duration, seconds, clock };
 })();

@@ -63,6 +63,13 @@
         el("strong", { text: "Extracted information" }),
         el("pre", { text: JSON.stringify(run.extracted_information, null, 2) })));
     }
+    // The evidence, apart from the status: a record that could not be completed says so.
+    const record = run.record;
+    if (record && record.complete === false) {
+      outcome.append(el("div", { class: "outcome incomplete", id: "record-incomplete", role: "alert" },
+        el("strong", { text: "Incomplete record: some artifacts could not be kept" }),
+        el("ul", {}, ...(record.missing || []).map((line) => el("li", { text: line })))));
+    }
   }
 
   $("cancel").addEventListener("click", async () => {
@@ -325,6 +332,7 @@
         el("a", { href: withKey(a.url + "?download=true"), download: a.name, text: a.name }),
         el("span", { class: "note", text: ` ${a.size} bytes` }))))
       : el("p", { class: "note", text: "No downloaded files." }));
+    renderSavedPage();
 
     const params = run.parameters || {};
     $("inputs").replaceChildren(Object.keys(params).length
@@ -338,6 +346,49 @@
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v instanceof Node ? v : value(v))]));
 
     renderRecording();
+  }
+
+  // The final HTML is the visited page's, hostile until proven otherwise: shown (on demand) only
+  // inside a frame sandboxed without scripts (sandbox="", an opaque origin: no API key, no API
+  // calls, no dialogs), or as text. Never opened from Glassbox's origin.
+  let savedPageId = null;
+  function renderSavedPage() {
+    const page = artifact("html");
+    let box = $("saved-page");
+    if (!box) {
+      box = el("div", { id: "saved-page" });
+      $("downloads").after(el("h2", { text: "Saved page" }), box);
+    }
+    if (!page) { savedPageId = null; box.replaceChildren(el("p", { class: "note", text: "No saved page." })); return; }
+    if (savedPageId === page.id) return;
+    savedPageId = page.id;
+    const download = el("a", { href: withKey(page.url + "?download=true"), download: page.name, text: `Download ${page.name}` });
+    const note = el("span", { class: "note", text: ` ${page.size} bytes; its scripts never run here.` });
+    const show = (asText) => async () => {
+      let html;
+      try {
+        html = await text(page.url.replace(/^\/api\/v1/, ""));
+      } catch (error) {
+        box.append(el("p", { class: "note", text: `Could not load the saved page: ${error.message}` }));
+        return;
+      }
+      let shown;
+      if (asText) {
+        shown = el("pre", { id: "saved-page-text", class: "code" });
+        shown.textContent = html;
+      } else {
+        shown = el("iframe", { id: "saved-page-frame", sandbox: "", referrerpolicy: "no-referrer", title: `Saved page ${page.name}`,
+          style: "width: 100%; height: 60vh; border: 1px solid var(--line); border-radius: 6px; background: #fff;" });
+        // Nothing leaves the browser either: no request to the recorded site or anywhere else.
+        shown.srcdoc = `<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">${html}`;
+      }
+      box.replaceChildren(buttons, shown);
+    };
+    const buttons = el("p", {},
+      el("button", { type: "button", id: "saved-page-show", text: "Show the page", onclick: show(false) }), " ",
+      el("button", { type: "button", id: "saved-page-source", text: "Show its HTML", onclick: show(true) }), " ",
+      download, note);
+    box.replaceChildren(buttons);
   }
 
   function renderRecording() {

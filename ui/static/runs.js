@@ -1,16 +1,25 @@
-/* /runs: the run history. Filters live in the URL query string (status, q). */
+/* /runs: the run history. Filters live in the URL query string (status, q, workflow_id, source,
+   archived); the list keeps up by polling (new runs and status changes appear without a reload). */
 "use strict";
 
 (() => {
-  const { json, el, badge, date, duration, ACTIVE } = Glassbox;
+  const { json, request, post, el, badge, ago, seconds, ACTIVE } = Glassbox;
   const STATUSES = ["queued", "running", "completed", "failed", "canceled", "timed_out", "terminated", "interrupted"];
   const PAGE = 50;
+  const POLL_ACTIVE_MS = 2000;
+  const POLL_IDLE_MS = 4000;
   const body = document.querySelector("#runs tbody");
   const chips = document.getElementById("chips");
   const search = document.getElementById("q");
+  const workflowSelect = document.getElementById("workflow");
+  const sourceSelect = document.getElementById("source");
   const more = document.getElementById("more");
   const empty = document.getElementById("empty");
   const errorBox = document.getElementById("error");
+  const bulk = document.getElementById("bulk");
+  const selectAll = document.getElementById("select-all");
+  const selected = new Set();
+  const workflowTitles = new Map();
   let items = [];
   let nextCursor = null;
   let timer = null;
@@ -18,7 +27,11 @@
 
   function filters() {
     const params = new URLSearchParams(location.search);
-    return { status: params.get("status") || "", q: params.get("q") || "" };
+    return {
+      status: params.get("status") || "", q: params.get("q") || "",
+      workflow_id: params.get("workflow_id") || "", source: params.get("source") || "",
+      archived: params.get("archived") === "true",
+    };
   }
 
   function setFilters(changes) {
@@ -28,14 +41,18 @@
     }
     const query = params.toString();
     history.replaceState(null, "", location.pathname + (query ? "?" + query : ""));
+    selected.clear();
     load();
   }
 
   function query(limit, cursor) {
-    const { status, q } = filters();
+    const f = filters();
     const params = new URLSearchParams({ limit: String(limit) });
-    if (status) params.set("status", status);
-    if (q) params.set("q", q);
+    if (f.status) params.set("status", f.status);
+    if (f.q) params.set("q", f.q);
+    if (f.workflow_id) params.set("workflow_id", f.workflow_id);
+    if (f.source) params.set("source", f.source);
+    if (f.archived) params.set("archived", "true");
     if (cursor) params.set("cursor", cursor);
     return "/runs?" + params.toString();
   }
@@ -53,37 +70,96 @@
     );
   }
 
+  function runDuration(run) {
+    if (!run.started_at) return "—";
+    const end = run.finished_at ? new Date(run.finished_at) : (ACTIVE.has(run.status) ? new Date() : null);
+    return end ? seconds((end - new Date(run.started_at)) / 1000) : "—";
+  }
+
+  function shortError(run) {
+    const reason = run.failure_reason;
+    if (!reason || run.status === "completed") return null;
+    const line = reason.split("\n")[0];
+    return el("div", { class: "short-error", title: reason, text: line.length > 110 ? line.slice(0, 107) + "…" : line });
+  }
+
+  async function act(button, work) {
+    button.disabled = true;
+    try { await work(); } catch (error) { showError(error, "The action failed"); }
+    refresh();
+  }
+
+  function rowActions(run) {
+    if (ACTIVE.has(run.status)) {
+      return el("button", { type: "button", class: "small danger stop", title: "Stop this run", text: "Stop",
+        onclick: (e) => act(e.currentTarget, () => post(`/runs/${encodeURIComponent(run.id)}/cancel`)) });
+    }
+    return el("button", { type: "button", class: "small rerun", title: "Run it again", text: "Rerun",
+      onclick: (e) => act(e.currentTarget, async () => {
+        const again = await post(`/runs/${encodeURIComponent(run.id)}/rerun`);
+        location.assign(`/runs/${encodeURIComponent(again.id)}`);
+      }) });
+  }
+
   function row(run) {
     const href = `/runs/${encodeURIComponent(run.id)}`;
-    return el("tr", { class: run.read ? "" : "unread", "data-run-id": run.id },
+    const check = el("input", { type: "checkbox", class: "pick-run", "aria-label": `Select ${run.title || run.id}`, checked: selected.has(run.id),
+      onchange: (e) => { if (e.target.checked) selected.add(run.id); else selected.delete(run.id); renderBulk(); } });
+    const workflow = run.workflow_id
+      ? el("a", { href: `/workflows/${encodeURIComponent(run.workflow_id)}`, text: workflowTitles.get(run.workflow_id) || "saved workflow" })
+      : el("span", { class: "muted", text: "inline" });
+    return el("tr", { class: (run.read ? "" : "unread") + (run.archived ? " archived" : ""), "data-run-id": run.id, "data-status": run.status },
+      el("td", { class: "pick" }, check),
       el("td", { class: "title" },
         run.read ? null : el("span", { class: "unread-dot", title: "Unread", "aria-label": "unread", text: "●" }),
-        el("a", { href, text: run.title || run.id })),
+        el("a", { href, text: run.title || run.id }),
+        shortError(run)),
+      el("td", { class: "col-workflow" }, workflow),
       el("td", {}, badge(run.status)),
-      el("td", { title: run.created_at }, date(run.created_at)),
-      el("td", {}, duration(run)),
-      el("td", { class: "mono" }, el("a", { href, text: run.id })));
+      el("td", { class: "col-source", text: run.source }),
+      el("td", { class: "nowrap started" }, ago(run.started_at || run.created_at)),
+      el("td", { class: "nowrap mono duration", text: runDuration(run) }),
+      el("td", { class: "col-steps nowrap", title: `${run.step_count || 0} steps, ${run.action_count || 0} actions`, text: `${run.step_count || 0} / ${run.action_count || 0}` }),
+      el("td", { class: "row-actions" }, rowActions(run)));
+  }
+
+  function renderBulk() {
+    for (const id of [...selected]) if (!items.some((r) => r.id === id)) selected.delete(id);
+    bulk.hidden = selected.size === 0;
+    document.getElementById("selected-count").textContent = `${selected.size} selected`;
+    const archivedView = filters().archived;
+    document.getElementById("bulk-archive").hidden = archivedView;
+    document.getElementById("bulk-unarchive").hidden = !archivedView;
+    selectAll.checked = items.length > 0 && items.every((r) => selected.has(r.id));
+    selectAll.indeterminate = selected.size > 0 && !selectAll.checked;
   }
 
   function render() {
     body.replaceChildren(...items.map(row));
     empty.hidden = items.length > 0;
     more.hidden = !nextCursor;
+    renderBulk();
   }
 
   function schedule() {
     clearTimeout(timer);
-    if (items.some((run) => ACTIVE.has(run.status))) timer = setTimeout(refresh, 2000);
+    const active = items.some((run) => ACTIVE.has(run.status));
+    timer = setTimeout(refresh, active ? POLL_ACTIVE_MS : POLL_IDLE_MS);
   }
 
-  function showError(error) {
-    errorBox.textContent = `Could not load runs: ${error.message}`;
+  function showError(error, what = "Could not load runs") {
+    errorBox.textContent = `${what}: ${error.detail || error.message}`;
     errorBox.hidden = false;
   }
 
   async function load() {
     const mine = ++generation;
     clearTimeout(timer);
+    const f = filters();
+    document.getElementById("heading").textContent = f.archived ? "Archived runs" : "Runs";
+    const toggle = document.getElementById("archived-view");
+    toggle.textContent = f.archived ? "Back to runs" : "Archived";
+    toggle.href = f.archived ? "/runs" : "/runs?archived=true";
     try {
       const page = await json(query(PAGE));
       if (mine !== generation) return;
@@ -92,16 +168,18 @@
       nextCursor = page.next_cursor;
       renderChips(page.counts);
       render();
-      schedule();
     } catch (error) { showError(error); }
+    schedule();
   }
 
-  /** Reloads what is shown (same number of rows), while some visible run is active. */
+  /** Reloads what is shown (same number of rows): new runs come in at the top. */
   async function refresh() {
     const mine = generation;
+    if (document.hidden) { schedule(); return; }
     try {
       const page = await json(query(Math.min(500, Math.max(PAGE, items.length))));
       if (mine !== generation) return;
+      errorBox.hidden = true;
       items = page.items;
       nextCursor = page.next_cursor;
       renderChips(page.counts);
@@ -109,6 +187,35 @@
     } catch (error) { showError(error); }
     schedule();
   }
+
+  async function bulkAction(button, label, perRun) {
+    const ids = [...selected];
+    if (!ids.length) return;
+    button.disabled = true;
+    const failures = [];
+    for (const id of ids) {
+      try { await perRun(id); } catch (error) { failures.push(`${id}: ${error.detail || error.message}`); }
+    }
+    button.disabled = false;
+    selected.clear();
+    if (failures.length) showError({ message: failures.join("\n") }, `${label} failed for ${failures.length} run(s)`);
+    await refresh();
+  }
+
+  document.getElementById("bulk-archive").addEventListener("click", (e) =>
+    bulkAction(e.currentTarget, "Archive", (id) => post(`/runs/${encodeURIComponent(id)}/archive`)));
+  document.getElementById("bulk-unarchive").addEventListener("click", (e) =>
+    bulkAction(e.currentTarget, "Unarchive", (id) => post(`/runs/${encodeURIComponent(id)}/unarchive`)));
+  document.getElementById("bulk-delete").addEventListener("click", (e) => {
+    const n = selected.size;
+    if (!window.confirm(`Delete ${n} run(s) and all their recordings? This cannot be undone.`)) return;
+    bulkAction(e.currentTarget, "Delete", (id) => request(`/runs/${encodeURIComponent(id)}`, { method: "DELETE" }));
+  });
+  document.getElementById("bulk-clear").addEventListener("click", () => { selected.clear(); render(); });
+  selectAll.addEventListener("change", () => {
+    if (selectAll.checked) items.forEach((r) => selected.add(r.id)); else selected.clear();
+    render();
+  });
 
   more.addEventListener("click", async () => {
     if (!nextCursor) return;
@@ -122,17 +229,37 @@
     more.disabled = false;
   });
 
+  async function loadWorkflows() {
+    try {
+      const page = await json("/workflows");
+      for (const w of page.items) workflowTitles.set(w.id, w.title);
+      const current = filters().workflow_id;
+      workflowSelect.replaceChildren(el("option", { value: "", text: "All workflows" }),
+        ...page.items.map((w) => el("option", { value: w.id, text: w.title, selected: w.id === current })));
+      if (current && !workflowTitles.has(current)) {
+        workflowSelect.append(el("option", { value: current, text: current, selected: true }));
+      }
+      render();
+    } catch (_) { /* the list works without titles */ }
+  }
+
   let typing = null;
-  search.value = filters().q;
+  const initial = filters();
+  search.value = initial.q;
+  sourceSelect.value = initial.source;
   search.addEventListener("input", () => {
     clearTimeout(typing);
     typing = setTimeout(() => setFilters({ q: search.value.trim() }), 300);
   });
+  workflowSelect.addEventListener("change", () => setFilters({ workflow_id: workflowSelect.value }));
+  sourceSelect.addEventListener("change", () => setFilters({ source: sourceSelect.value }));
   document.getElementById("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     clearTimeout(typing);
     setFilters({ q: search.value.trim() });
   });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
   renderChips(null);
   load();
+  loadWorkflows();
 })();
