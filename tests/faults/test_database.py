@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -28,7 +27,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 
 from examples.site_server import SiteServer
-from runner.artifacts import ArtifactSink
 from runner.context import CardWriter
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
@@ -65,10 +63,6 @@ WORKER_ENV = {
     "GLASSBOX_HEARTBEAT_S": "0.5",
     "GLASSBOX_POLL_S": "0.5",
 }
-# Artifact rows (screenshots taken during the outage) are retried by runner.artifacts, from the
-# storage side of issue 10 (branch faults-storage). Until that is merged they may be dropped;
-# once it is, this test holds them to the same standard as the cards. Remove after the merge.
-ARTIFACT_ROWS_RETRIED = "retry_s" in inspect.signature(ArtifactSink).parameters
 TERMINAL = {"completed", "failed", "terminated", "canceled", "timed_out", "interrupted"}
 
 
@@ -260,8 +254,6 @@ async def test_runs_in_flight_during_an_outage_complete_with_every_card_and_arti
         assert outcome.missing is None, outcome.missing  # record.complete
         assert [kind for _, kind in outcome.cards] == [kind for _, kind in baseline.cards]
         assert [seq for seq, _ in outcome.cards] == list(range(1, len(outcome.cards) + 1))
-        if outcome.artifacts != baseline.artifacts and not ARTIFACT_ROWS_RETRIED:
-            pytest.xfail(f"artifact rows dropped in the outage: {outcome.artifacts}")
         assert outcome.artifacts == baseline.artifacts
     assert services.db.outage.outages >= 1  # the outage was seen, and waited out
 
