@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
 
 from api import (
     artifacts,
     errors,
     guard,
+    health,
     live,
     runs,
     schedules,
@@ -28,7 +30,7 @@ from services.backends import Services, open_services
 from services.schedules import Scheduler
 from services.settings import ServiceSettings, Settings
 from services.webhooks import WebhookDispatcher
-from services.workers import Worker, WorkerOptions
+from services.workers import WorkerOptions, WorkerPool
 from ui.routes import install as install_ui
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         stop = asyncio.Event()
         service = settings.service
-        pool = [Worker(services, worker_options(service)) for _ in range(service.workers)]
+        pool = WorkerPool(services, worker_options(service), service.workers)
         app.state.workers = pool
-        tasks = [asyncio.create_task(w.run(stop), name=f"worker {i}") for i, w in enumerate(pool)]
+        tasks = pool.start(stop)  # a worker that dies is logged and replaced
         tasks += await _extras(app, services, settings, stop)
         try:
             yield
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_docs(app)
     errors.install(app)
+    health.install(app)
     guard.install(app, settings.service)  # Host, Origin, content type, body size
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_api_key)])
     api.include_router(runs.router)
@@ -94,9 +97,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(triggers.router)
     api.include_router(uploads.router)
 
-    @api.get("/health", tags=["service"], summary="Liveness and the worker count")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "workers": len(getattr(app.state, "workers", []))}
+    @api.get(
+        "/health",
+        tags=["service"],
+        summary="Whether the database, storage and workers are up; 503 naming what is down",
+    )
+    async def service_health() -> JSONResponse:
+        status_code, body = await health.check(app.state.services, app.state.workers)
+        return JSONResponse(status_code=status_code, content=body)
 
     app.include_router(api)
     app.include_router(triggers.hooks)  # authenticated by each trigger's token, not API keys

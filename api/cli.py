@@ -176,7 +176,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from services.workers import Worker, salvage_spools
+    from services.workers import Worker, WorkerPool, salvage_spools
 
     services = open_services(settings)
     try:
@@ -194,8 +194,10 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
                     + (f"; still missing: {'; '.join(found.failed)}" if found.failed else "")
                 )
             return EXIT_OK
-        err.print(f"worker {worker.worker_id}: concurrency {worker.options.concurrency}")
-        await worker.run(stop)
+        # Database outages are waited out; a worker whose browser died is replaced.
+        pool = WorkerPool(services, worker_options(settings.service, args.concurrency), 1)
+        err.print(f"worker: concurrency {pool.options.concurrency}")
+        await asyncio.gather(*pool.start(stop))
     finally:
         await services.close()
     return EXIT_OK

@@ -4,6 +4,7 @@ code and its counters. Block handlers and the step engine work through it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
+from sqlalchemy import select
 
 from runner import codegen
 from runner.artifacts import ArtifactSink
@@ -27,6 +29,7 @@ from storage.db import Database
 from storage.ids import new_id
 from storage.models import Run, TimelineCard, utcnow
 from storage.objects import ObjectStore
+from storage.retry import describe, is_transient
 from storage.runs import get_run
 from storage.status import CardKind, RunStatus
 from storage.timeline import add_card
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 CardListener = Callable[[TimelineCard], Awaitable[None] | None]
 FrameListener = Callable[[str, bytes], None]
+
+# The database writes that keep a run's record (its cards, its final status) are retried while
+# the database is down until the run's time limit, and for at least this long after it ended.
+FINAL_WRITES_S = 120.0
 
 
 @dataclass
@@ -53,12 +60,21 @@ class RunnerEnv:
 
 class CardWriter:
     """Timeline cards, written by a background task in order and in batches, so a run never
-    waits for the database between actions; `flush` waits for what was emitted so far."""
+    waits for the database between actions; `flush` waits for what was emitted so far.
 
-    def __init__(self, env: RunnerEnv, run_id: str) -> None:
+    While the database is down a batch is kept and retried (later cards queue behind it, in
+    order) until `deadline()` — the run's own bound, see `RunContext.write_deadline`. Cards that
+    could still not be stored are counted and named in the run's record (`missing`)."""
+
+    def __init__(
+        self, env: RunnerEnv, run_id: str, deadline: Callable[[], float] | None = None
+    ) -> None:
         self.env = env
         self.run_id = run_id
         self.seq = 0
+        self.deadline = deadline or (lambda: time.monotonic() + FINAL_WRITES_S)
+        self.unstored = 0
+        self.unstored_error = ""
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -72,14 +88,23 @@ class CardWriter:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                async with self.env.db.session() as session:
-                    cards = [
-                        await add_card(session=session, run_id=self.run_id, **fields)
-                        for fields in batch
-                    ]
-                    await session.commit()
-            except Exception:
-                log.exception("run %s: %d timeline cards not stored", self.run_id, len(batch))
+                cards = await self.env.db.retrying(
+                    functools.partial(self._store, batch),
+                    doing=f"storing timeline cards of {self.run_id}",
+                    deadline=self.deadline(),
+                )
+            except Exception as error:
+                self.unstored += len(batch)
+                self.unstored_error = describe(error)
+                if is_transient(error):
+                    self.unstored_error = f"database unavailable: {self.unstored_error}"
+                log.error(
+                    "run %s: %d timeline cards not stored: %s",
+                    self.run_id,
+                    len(batch),
+                    self.unstored_error,
+                    exc_info=not is_transient(error),
+                )
                 continue
             for card in cards:
                 for listener in self.env.listeners:
@@ -90,9 +115,35 @@ class CardWriter:
                     except Exception:
                         log.exception("run %s: a card listener failed", self.run_id)
 
+    async def _store(self, batch: list[dict[str, Any]]) -> list[TimelineCard]:
+        """One attempt at a batch. A commit whose answer was lost with the connection may have
+        been applied: cards already there (same run and seq) are not added twice."""
+        async with self.env.db.session() as session:
+            stored = set(
+                await session.scalars(
+                    select(TimelineCard.seq).where(
+                        TimelineCard.run_id == self.run_id,
+                        TimelineCard.seq.in_([fields["seq"] for fields in batch]),
+                    )
+                )
+            )
+            cards = [
+                await add_card(session=session, run_id=self.run_id, **fields)
+                for fields in batch
+                if fields["seq"] not in stored
+            ]
+            await session.commit()
+        return cards
+
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
+
+    def missing(self) -> list[str]:
+        """What the record lacks because of this writer (for record.missing)."""
+        if not self.unstored:
+            return []
+        return [f"timeline: {self.unstored} cards not stored: {self.unstored_error}"]
 
 
 @dataclass
@@ -130,7 +181,8 @@ class RunContext:
         if env.frame_listener is not None:
             listener, run_id = env.frame_listener, run.id
             self.recorder.on_live_frame = lambda data: listener(run_id, data)
-        self.cards = CardWriter(env, run.id)
+        self.started = time.monotonic()
+        self.cards = CardWriter(env, run.id, self.write_deadline)
         self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
         self.code_body: list[str] = []
         self.browser_context: BrowserContext | None = None
@@ -160,6 +212,12 @@ class RunContext:
         if self.lost:
             return RunStatus.interrupted, "the worker lost this run's lease"
         return RunStatus.canceled, "canceled by a user"
+
+    def write_deadline(self) -> float:
+        """Until when (time.monotonic()) the writes that keep the run's record are retried
+        while the database is down: the run's time limit, and at least FINAL_WRITES_S from
+        now."""
+        return max(self.started + self.run.timeout_s, time.monotonic() + FINAL_WRITES_S)
 
     def time_limit_reason(self) -> str:
         return f"the run exceeded its time limit of {self.run.timeout_s} s"
@@ -309,12 +367,18 @@ class RunContext:
         context.on("page", self.on_new_page)
 
     async def save_counters(self) -> None:
-        """The run's step count and metrics as they stand, for whoever watches it."""
-        async with self.env.db.session() as session:
-            run = await get_run(session=session, run_id=self.run.id)
-            run.metrics = dict(self.metrics)
-            run.step_count = self.step_count
-            await session.commit()
+        """The run's step count and metrics as they stand, for whoever watches it. Skipped
+        while the database is down: the run's final save stores them anyway."""
+        try:
+            async with self.env.db.session() as session:
+                run = await get_run(session=session, run_id=self.run.id)
+                run.metrics = dict(self.metrics)
+                run.step_count = self.step_count
+                await session.commit()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            self.env.db.outage.failed(error, f"saving the counters of {self.run.id}")
 
     # --- the LLM ----------------------------------------------------------------------------
 

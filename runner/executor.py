@@ -98,13 +98,18 @@ class RunExecution:
             log.error("run %s: %s", ctx.run.id, text)
             await ctx.narrate(text)
         self.missing = [ctx.masker.mask_text(text) for text in missing]
-        try:
-            await asyncio.wait_for(ctx.cards.flush(), 60)
-        except Exception:
-            log.warning("run %s: timeline not flushed", ctx.run.id, exc_info=True)
+        await ctx.cards.flush()  # retried while the database is down, within a bound
+        self.missing += ctx.cards.missing()
         if status is RunStatus.completed and not ctx.summary:
             ctx.summary = self._summary()
-        await self._save(status, reason)
+        try:
+            await ctx.env.db.retrying(
+                lambda: self._save(status, reason),
+                doing=f"storing the end of {ctx.run.id}",
+                deadline=ctx.write_deadline(),
+            )
+        except Exception:
+            log.exception("run %s: its end (%s) could not be stored", ctx.run.id, status.value)
         release_spool(ctx.spool)  # kept while it holds what could not be stored (salvage)
         try:
             await asyncio.wait_for(ctx.close_llm(), 10)
@@ -125,7 +130,7 @@ class RunExecution:
             run.record_missing = list(self.missing) or None
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
-            else:
+            elif run.status != status.value:  # else stored by an attempt whose answer was lost
                 try:
                     await transition(session=session, run_id=ctx.run.id, to=status, reason=reason)
                 except InvalidTransition as exc:  # ended elsewhere meanwhile (e.g. the reaper)

@@ -7,7 +7,9 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,12 +23,17 @@ from storage.ids import new_id
 from storage.models import Run, TimelineCard, utcnow
 from storage.notify import CANCEL, QUEUE, Notifier, Subscription, publish_run_event, publish_status
 from storage.queue import cancel_requested, claim_next, expired_runs, heartbeat
+from storage.retry import backoff, is_transient
 from storage.runs import create_run, get_run, transition
 from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
 
 LIVE_FRAME_INTERVAL_S = 0.25
+
+
+class BrowserGone(RuntimeError):
+    """The worker's Chromium exited (crashed or killed): the worker stops, to be replaced."""
 
 
 @dataclass
@@ -61,12 +68,25 @@ class LiveFrames:
         self._latest[run_id] = data
         self._wake.set()
 
-    async def forget(self, run_id: str) -> None:
+    async def forget(self, run_id: str, *, within_s: float) -> None:
+        """The run ended: its frame row goes (retried for `within_s` while the database is
+        down; a row left behind shows a still picture of a finished run, nothing worse)."""
         self._latest.pop(run_id, None)
         self._seq.pop(run_id, None)
-        async with self.resources.db.session() as session:
-            await delete_live_frame(session=session, run_id=run_id)
-            await session.commit()
+
+        async def delete() -> None:
+            async with self.resources.db.session() as session:
+                await delete_live_frame(session=session, run_id=run_id)
+                await session.commit()
+
+        try:
+            await self.resources.db.retrying(
+                delete,
+                doing=f"deleting the live frame of {run_id}",
+                deadline=time.monotonic() + within_s,
+            )
+        except Exception:
+            log.warning("run %s: its live frame was not deleted", run_id, exc_info=True)
 
     async def run_forever(self) -> None:
         while True:
@@ -76,8 +96,11 @@ class LiveFrames:
             for run_id, data in pending.items():
                 try:
                     await self._write(run_id, data)
-                except Exception:
-                    log.debug("live frame of %s not written", run_id, exc_info=True)
+                except Exception as error:
+                    if is_transient(error):  # a frame is news, not record: skipped, not retried
+                        self.resources.db.outage.failed(error, "writing live frames")
+                    else:
+                        log.debug("live frame of %s not written", run_id, exc_info=True)
             await asyncio.sleep(LIVE_FRAME_INTERVAL_S)
 
     async def _write(self, run_id: str, data: bytes) -> None:
@@ -108,10 +131,13 @@ class Worker:
         self.executions: dict[str, RunExecution] = {}
         self._canceling: set[str] = set()
         self._slot_freed = asyncio.Event()
+        self._claim_failures = 0
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Claims and executes runs until `stop` is set. Database outages are waited out; it
+        raises only if its browser exits (the host starts another worker)."""
         queued = self.notifier.subscribe(QUEUE)
         cancels = self.notifier.subscribe(CANCEL)
         background = [
@@ -129,44 +155,90 @@ class Worker:
                 self.resources, [self._on_card], frame_listener=self.live.offer
             ) as env:
                 self.env = env
+                browser_gone = asyncio.Event()
+                env.browser.on("disconnected", lambda _browser: browser_gone.set())
                 self.ready.set()
                 log.info(
                     "worker %s ready (concurrency %d)", self.worker_id, self.options.concurrency
                 )
-                while not stop.is_set():
-                    self._slot_freed.clear()
-                    await self._claim_while_free()
-                    waits = {
-                        asyncio.ensure_future(queued.get(self.options.poll_s)),
-                        asyncio.ensure_future(stop.wait()),
-                        asyncio.ensure_future(self._slot_freed.wait()),
-                    }
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                    for waiting in waits:
-                        waiting.cancel()
+                await self._claim_until(stop, browser_gone, queued)
+                if browser_gone.is_set() and not stop.is_set():
+                    await self._let_runs_end()
+                    raise BrowserGone(f"worker {self.worker_id}: Chromium exited")
                 await self._stop_runs()
         finally:
+            self.ready.clear()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             queued.close()
             cancels.close()
 
-    async def _claim_while_free(self) -> None:
+    async def _claim_until(
+        self, stop: asyncio.Event, browser_gone: asyncio.Event, queued: Subscription
+    ) -> None:
+        while not stop.is_set() and not browser_gone.is_set():
+            self._slot_freed.clear()
+            pause = await self._claim_while_free()
+            waits: set[asyncio.Future[Any]]
+            if pause is not None:  # the database is down: wait, news or not
+                waits = {asyncio.ensure_future(asyncio.sleep(pause))}
+            else:
+                waits = {
+                    asyncio.ensure_future(queued.get(self.options.poll_s)),
+                    asyncio.ensure_future(self._slot_freed.wait()),
+                }
+            waits.add(asyncio.ensure_future(stop.wait()))
+            waits.add(asyncio.ensure_future(browser_gone.wait()))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _let_runs_end(self) -> None:
+        """The browser is gone: runs in flight fail on their own and keep their record."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=self.options.lease_s)
+        await self._stop_runs()
+
+    async def _claim_while_free(self) -> float | None:
+        """Claims queued runs while a slot is free. Returns how long to wait before the next
+        attempt when claiming failed (the database is down), else None."""
         while len(self.tasks) < self.options.concurrency:
-            async with self.resources.db.session() as session:
-                run = await claim_next(
-                    session=session, worker_id=self.worker_id, lease_s=self.options.lease_s
-                )
-                await session.commit()
+            try:
+                run = await self._claim()
+            except Exception as error:
+                self._db_failed(error, "claiming runs")
+                self._claim_failures += 1
+                return backoff(self._claim_failures - 1)
+            self._claim_failures = 0
             if run is None:
-                return
+                return None
             await publish_status(self.notifier, run.id, run.status)
             task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
             self.tasks[run.id] = task
             task.add_done_callback(self._forget_task)
+        return None
+
+    async def _claim(self) -> Run | None:
+        async with self.resources.db.session() as session:
+            run = await claim_next(
+                session=session, worker_id=self.worker_id, lease_s=self.options.lease_s
+            )
+            await session.commit()
+        self.resources.db.outage.succeeded()
+        return run
+
+    def _db_failed(self, error: Exception, doing: str) -> None:
+        """An error of a loop that goes on: an outage is logged once (storage.retry.Outage);
+        anything else in full, as a bug."""
+        if is_transient(error):
+            self.resources.db.outage.failed(error, doing)
+        else:
+            log.error("worker %s: %s failed", self.worker_id, doing, exc_info=error)
 
     def _forget_task(self, task: asyncio.Task[RunStatus]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with an error", task.get_name(), exc_info=task.exception())
         for run_id, known in list(self.tasks.items()):
             if known is task:
                 del self.tasks[run_id]
@@ -179,18 +251,32 @@ class Worker:
         try:
             workflow, inputs = inputs_of(self.resources, run)
         except GlassboxError as exc:
-            async with self.resources.db.session() as session:
-                await transition(
-                    session=session, run_id=run.id, to=RunStatus.failed, reason=str(exc)
-                )
-                await session.commit()
-            await publish_status(self.notifier, run.id, RunStatus.failed)
+            await self._refuse(run, str(exc))
             return RunStatus.failed
         execution = RunExecution(self.env, run, workflow, inputs)
         self.executions[run.id] = execution
         status = await run_to_end(execution, self.notifier)
-        await self.live.forget(run.id)
+        await self.live.forget(run.id, within_s=self.options.lease_s)
         return status
+
+    async def _refuse(self, run: Run, reason: str) -> None:
+        """A claimed run that cannot start (its stored inputs no longer resolve) fails."""
+
+        async def fail() -> None:
+            async with self.resources.db.session() as session:
+                run_now = await get_run(session=session, run_id=run.id)
+                if run_now.status == RunStatus.running.value:
+                    await transition(
+                        session=session, run_id=run.id, to=RunStatus.failed, reason=reason
+                    )
+                    await session.commit()
+
+        await self.resources.db.retrying(
+            fail,
+            doing=f"failing {run.id}",
+            deadline=time.monotonic() + max(self.options.lease_s, 60),
+        )
+        await publish_status(self.notifier, run.id, RunStatus.failed)
 
     async def _on_card(self, card: TimelineCard) -> None:
         await publish_run_event(self.notifier, card.run_id, "card", seq=card.seq)
@@ -219,12 +305,16 @@ class Worker:
                         lease_s=self.options.lease_s,
                     )
                     await session.commit()
-                self._cancel_flagged(flags)
-                for run_id in sent:
-                    if run_id not in flags and not self._ended(run_id):
-                        self._lost(run_id)
-            except Exception:
-                log.warning("heartbeat failed", exc_info=True)
+            except Exception as error:
+                # Not a lost lease: the next heartbeat that gets through renews it, and a run
+                # is lost only if that one finds it ended elsewhere.
+                self._db_failed(error, "sending heartbeats")
+                continue
+            self.resources.db.outage.succeeded()
+            self._cancel_flagged(flags)
+            for run_id in sent:
+                if run_id not in flags and not self._ended(run_id):
+                    self._lost(run_id)
 
     async def _cancel_watch(self, cancels: Subscription) -> None:
         """Cancels arrive as notifications; polling catches them where there are none."""
@@ -238,10 +328,12 @@ class Worker:
             try:
                 async with self.resources.db.session() as session:
                     flagged = await cancel_requested(session=session, run_ids=list(self.tasks))
-                for run_id in flagged:
-                    self._cancel(run_id)
-            except Exception:
-                log.debug("cancel poll failed", exc_info=True)
+            except Exception as error:
+                self._db_failed(error, "polling for cancels")
+                await asyncio.sleep(backoff(0))
+                continue
+            for run_id in flagged:
+                self._cancel(run_id)
 
     def _cancel_flagged(self, flags: dict[str, bool]) -> None:
         for run_id, cancel in flags.items():
@@ -277,13 +369,20 @@ class Worker:
         while not stop.is_set():
             try:
                 await self.reap()
-            except Exception:
-                log.warning("reaper failed", exc_info=True)
+            except Exception as error:
+                self._db_failed(error, "reaping runs of vanished workers")
             await asyncio.sleep(interval)
 
     async def reap(self) -> list[str]:
-        """Ends runs whose lease expired `interrupted`, and queues retries if configured."""
+        """Ends runs whose lease expired `interrupted`, and queues retries if configured.
+        Not within a lease of a database outage long enough to let leases of live workers run
+        out (no heartbeat got through): they get one lease to renew them first."""
         ended: list[str] = []
+        options = self.options
+        if self.resources.db.outage.recently_down(
+            longer_than=(options.lease_s - options.heartbeat_s) / 2, within_s=options.lease_s
+        ):
+            return ended
         async with self.resources.db.session() as session:
             candidates = await expired_runs(session=session)
         for run_id in candidates:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,6 +17,13 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from storage.errors import ConfigurationError
+from storage.retry import MAX_DELAY_S, Outage, retrying
+
+T = TypeVar("T")
+
+# A database that does not answer is down: give up on a connection attempt after this long
+# (libpq's default is to wait for the operating system, minutes on a dropped network).
+CONNECT_TIMEOUT_S = 5
 
 
 def _normalize(url: str, *, asynchronous: bool) -> URL:
@@ -66,17 +73,32 @@ def create_engine_for(url: str) -> AsyncEngine:
         engine = create_async_engine(target, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_async_engine(target, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_async_engine(
+            target,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                # A peer that vanished without closing (a cut network) is noticed in ~30 s.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 4,
+            },
+        )
     return engine
 
 
 class Database:
-    """One engine and its session factory."""
+    """One engine and its session factory, and whether the database is down as this process
+    sees it (`outage`, set by every retried operation)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine_for(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.outage = Outage("database")
 
     @property
     def is_postgres(self) -> bool:
@@ -86,6 +108,25 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
             yield session
+
+    async def retrying(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        doing: str,
+        deadline: float | None = None,
+        cap: float = MAX_DELAY_S,
+    ) -> T:
+        """`operation()` (which opens its own session) retried with backoff while the database
+        is unavailable, until `deadline` (time.monotonic(); None: for ever). See storage.retry."""
+        return await retrying(
+            operation, outage=self.outage, doing=doing, deadline=deadline, cap=cap
+        )
+
+    async def ping(self) -> None:
+        """A round trip to the database; raises what the driver raises when it is down."""
+        async with self.session() as session:
+            await session.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

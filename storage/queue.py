@@ -118,3 +118,23 @@ async def flag_cancel(*, session: AsyncSession, run_id: str) -> Run:
     if getattr(flagged, "rowcount", 0) == 1:
         return run
     raise InvalidTransition(run_id, run.status, RunStatus.canceled.value)
+
+
+async def queue_activity(
+    *, session: AsyncSession, within_s: float, now: datetime | None = None
+) -> tuple[int, datetime | None]:
+    """Signs of workers, for a process that runs none: how many runs have waited in the queue
+    longer than `within_s`, and the newest heartbeat of a running run."""
+    now = now or utcnow()
+    waiting = await session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(
+            Run.status == RunStatus.queued.value,
+            Run.queued_at < now - timedelta(seconds=within_s),
+        )
+    )
+    newest = await session.scalar(
+        select(func.max(Run.heartbeat_at)).where(Run.status == RunStatus.running.value)
+    )
+    return int(waiting or 0), newest

@@ -8,11 +8,13 @@ processes themselves (SIGKILL, SIGSTOP) are in tests/api/test_leases_sqlite.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from runner.worker import Worker, WorkerOptions
 from services.backends import Services
@@ -146,3 +148,31 @@ async def test_a_user_s_rerun_whose_worker_vanished_is_retried_too(services: Ser
 
     [retry] = await children(services, rerun)
     assert (retry.status, retry.source) == ("queued", "rerun")
+
+
+async def test_no_run_is_reaped_within_a_lease_of_a_database_outage(services: Services) -> None:
+    """Leases run out during an outage because no heartbeat gets through, though every worker
+    is alive: the reaper gives them one lease after the database is back to renew them. A blip
+    too short to expire a live lease (SQLite's `database is locked`) does not hold it back."""
+    [run_id] = await queued_runs(services.db, 1)
+    await claim_and_vanish(services, "host:5:quiet-during-the-outage")
+    reaper = worker(services)  # lease 1 s, heartbeats every 5 s: any outage may expire leases
+    outage = services.db.outage
+    outage.failed(OperationalError("SELECT 1", {}, ConnectionRefusedError()), "a heartbeat")
+    await asyncio.sleep(0.1)
+    assert await reaper.reap() == []  # down: nothing can be told
+    outage.succeeded()
+    assert await reaper.reap() == []  # back a moment ago
+    assert (await fetch(services.db, run_id)).status == "running"
+
+    await asyncio.sleep(LEASE_S + 0.2)  # a lease later, no heartbeat came: it did vanish
+    assert await reaper.reap() == [run_id]
+    assert (await fetch(services.db, run_id)).status == "interrupted"
+
+    [blipped] = await queued_runs(services.db, 1)
+    await claim_and_vanish(services, "host:6:gone")
+    brief = WorkerOptions(lease_s=LEASE_S, heartbeat_s=0.2)  # (1 - 0.2) / 2: blips under 0.4 s
+    reaper = Worker(services, brief, worker_id="reaper")
+    outage.failed(OperationalError("UPDATE", {}, Exception("database is locked")), "reaping")
+    outage.succeeded()
+    assert await reaper.reap() == [blipped]
