@@ -93,6 +93,8 @@ async def check(services: Services, pool: WorkerPool | None) -> tuple[int, dict[
     body: dict[str, Any] = {
         "status": "unavailable" if down else "ok",
         "workers": pool.live if pool is not None else 0,
+        "worker_restarts": pool.restarts if pool is not None else 0,
+        "database_outages": services.db.outage.outages,
         "down": down,
     }
     return (503 if down else 200), body

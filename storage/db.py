@@ -100,10 +100,6 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.outage = Outage("database")
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
-
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
