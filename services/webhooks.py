@@ -64,9 +64,7 @@ from storage.status import TERMINAL_STATUSES, RunStatus
 from storage.webhooks import (
     WebhookState,
     due_deliveries,
-    mark_delivered,
-    mark_failed,
-    mark_pending,
+    mark,
     next_attempt_number,
     next_due_at,
     record_attempt,
@@ -394,18 +392,20 @@ class WebhookDispatcher:
             made = prepared.attempts_before + 1
             if prepared.manual:
                 if outcome.ok:
-                    await mark_delivered(session=session, run_id=run_id)
+                    await mark(session=session, run_id=run_id, state=WebhookState.delivered)
             elif outcome.ok:
-                await mark_delivered(
+                await mark(
                     session=session,
                     run_id=run_id,
+                    state=WebhookState.delivered,
                     attempts=made,
                     expect_attempts=prepared.attempts_before,
                 )
             elif made >= self.settings.webhook_attempts:
-                await mark_failed(
+                await mark(
                     session=session,
                     run_id=run_id,
+                    state=WebhookState.failed,
                     attempts=made,
                     expect_attempts=prepared.attempts_before,
                 )
@@ -413,9 +413,10 @@ class WebhookDispatcher:
                 delay = retry_delay_s(
                     self.settings.webhook_first_retry_s, made, outcome.retry_after
                 )
-                await mark_pending(
+                await mark(
                     session=session,
                     run_id=run_id,
+                    state=WebhookState.pending,
                     next_at=utcnow() + timedelta(seconds=delay),
                     attempts=made,
                     expect_attempts=prepared.attempts_before,

@@ -144,15 +144,18 @@ async def list_deliveries(*, session: AsyncSession, run_id: str) -> list[Webhook
     return list(rows)
 
 
-async def _set_state(
+async def mark(
     *,
     session: AsyncSession,
     run_id: str,
     state: WebhookState,
-    next_at: datetime | None,
-    attempts: int | None,
-    expect_attempts: int | None,
+    next_at: datetime | None = None,
+    attempts: int | None = None,
+    expect_attempts: int | None = None,
 ) -> bool:
+    """Sets the run's webhook state: `delivered` or `failed` (nothing more scheduled), or
+    `pending` with the next automatic attempt due at `next_at`. With `expect_attempts`, only if
+    the run is still pending with that many automatic attempts made. True if the row changed."""
     query = update(Run).where(Run.id == run_id)
     if expect_attempts is not None:
         # An automatic attempt's outcome only counts if the schedule is still the one it was
@@ -169,59 +172,3 @@ async def _set_state(
         query.values(**values).execution_options(synchronize_session=False)
     )
     return _changed(result)
-
-
-async def mark_delivered(
-    *,
-    session: AsyncSession,
-    run_id: str,
-    attempts: int | None = None,
-    expect_attempts: int | None = None,
-) -> bool:
-    """The record arrived; nothing more is scheduled. With `expect_attempts`, only if the run is
-    still pending with that many automatic attempts made. True if the row changed."""
-    return await _set_state(
-        session=session,
-        run_id=run_id,
-        state=WebhookState.delivered,
-        next_at=None,
-        attempts=attempts,
-        expect_attempts=expect_attempts,
-    )
-
-
-async def mark_failed(
-    *,
-    session: AsyncSession,
-    run_id: str,
-    attempts: int | None = None,
-    expect_attempts: int | None = None,
-) -> bool:
-    """Out of attempts; nothing more is scheduled (a manual delivery may still succeed)."""
-    return await _set_state(
-        session=session,
-        run_id=run_id,
-        state=WebhookState.failed,
-        next_at=None,
-        attempts=attempts,
-        expect_attempts=expect_attempts,
-    )
-
-
-async def mark_pending(
-    *,
-    session: AsyncSession,
-    run_id: str,
-    next_at: datetime,
-    attempts: int | None = None,
-    expect_attempts: int | None = None,
-) -> bool:
-    """The next automatic attempt is due at `next_at`."""
-    return await _set_state(
-        session=session,
-        run_id=run_id,
-        state=WebhookState.pending,
-        next_at=next_at,
-        attempts=attempts,
-        expect_attempts=expect_attempts,
-    )

@@ -52,9 +52,10 @@ from storage.runs import create_run, get_run, status_history, transition
 from storage.settings import StorageSettings
 from storage.status import ArtifactKind, RunSource, RunStatus
 from storage.webhooks import (
+    WebhookState,
     due_deliveries,
     list_deliveries,
-    mark_pending,
+    mark,
     next_due_at,
     schedule_delivery,
 )
@@ -355,15 +356,20 @@ async def test_due_deliveries_are_claimed_by_one_process_at_a_time(db: Database)
     await finished_run(db, None)
     now = datetime.now(UTC)
     async with db.session() as session:
-        assert await mark_pending(
-            session=session, run_id=later, next_at=now + timedelta(seconds=30)
+        assert await mark(
+            session=session,
+            run_id=later,
+            state=WebhookState.pending,
+            next_at=now + timedelta(seconds=30),
         )
         await session.commit()
 
     async with db.session() as first:
         claimed = await due_deliveries(session=first, now=now, limit=10, claim_s=60)
         assert sorted(claimed) == sorted(due)
-        if db.is_postgres:  # while the claim is uncommitted, another process skips the rows
+        if (
+            db.engine.dialect.name == "postgresql"
+        ):  # while the claim is uncommitted, another process skips the rows
             async with db.session() as second:
                 assert await due_deliveries(session=second, now=now, limit=10) == []
                 await second.rollback()

@@ -158,7 +158,7 @@ async def test_recorded_run_on_s3_with_sqlite(
     data_dir = tmp_path / "data"
     services = open_services(Settings.load(storage=s3_settings(s3, data_dir)))
     try:
-        assert not services.db.is_postgres
+        assert services.db.engine.dialect.name != "postgresql"
         outcome = await execute(services, shop(site))
         await check_recorded_on_s3(outcome, s3, tmp_path)
         assert (data_dir / "glassbox.db").is_file()
@@ -176,7 +176,7 @@ async def test_recorded_run_on_s3_with_postgresql(
         data_dir = tmp_path / "data"
         services = open_services(Settings.load(storage=s3_settings(s3, data_dir)))
         try:
-            assert services.db.is_postgres
+            assert services.db.engine.dialect.name == "postgresql"
             outcome = await execute(services, shop(site))
             await check_recorded_on_s3(outcome, s3, tmp_path)
         finally:

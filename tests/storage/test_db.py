@@ -75,7 +75,7 @@ def test_garbage_url_error_does_not_echo_the_password() -> None:
 async def test_sqlite_pragmas_are_applied_on_every_connection(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'glassbox.db'}")
     try:
-        assert not db.is_postgres
+        assert db.engine.dialect.name != "postgresql"
         for _ in range(2):  # a second connection gets them too, not only the first
             async with db.engine.connect() as conn:
                 assert await conn.scalar(text("PRAGMA journal_mode")) == "wal"
@@ -136,10 +136,10 @@ async def test_default_database_is_sqlite_in_the_data_directory(
 async def test_plain_url_connects_with_the_chosen_driver(database_url: str) -> None:
     db = Database(database_url)
     try:
-        assert db.is_postgres == database_url.startswith("postgresql://")
+        assert (db.engine.dialect.name == "postgresql") == database_url.startswith("postgresql://")
         async with db.session() as session:
             assert await session.scalar(text("SELECT 1")) == 1
-            if db.is_postgres:
+            if db.engine.dialect.name == "postgresql":
                 name = database_url.rsplit("/", 1)[1]
                 assert await session.scalar(text("SELECT current_database()")) == name
         assert db.engine.dialect.driver in ("psycopg", "aiosqlite")

@@ -160,24 +160,19 @@
     const toggle = document.getElementById("archived-view");
     toggle.textContent = f.archived ? "Back to runs" : "Archived";
     toggle.href = f.archived ? "/runs" : "/runs?archived=true";
-    try {
-      const page = await json(query(PAGE));
-      if (mine !== generation) return;
-      errorBox.hidden = true;
-      items = page.items;
-      nextCursor = page.next_cursor;
-      renderChips(page.counts);
-      render();
-    } catch (error) { showError(error); }
-    schedule();
+    await fetchPage(mine, PAGE);
   }
 
   /** Reloads what is shown (same number of rows): new runs come in at the top. */
   async function refresh() {
-    const mine = generation;
     if (document.hidden) { schedule(); return; }
+    await fetchPage(generation, Math.min(500, Math.max(PAGE, items.length)));
+  }
+
+  /** The first `limit` runs under the current filters, unless the filters changed meanwhile. */
+  async function fetchPage(mine, limit) {
     try {
-      const page = await json(query(Math.min(500, Math.max(PAGE, items.length))));
+      const page = await json(query(limit));
       if (mine !== generation) return;
       errorBox.hidden = true;
       items = page.items;
