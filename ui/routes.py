@@ -7,14 +7,26 @@ The pages hold no data: their JavaScript calls the REST API (/api/v1), which che
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
+from string import Template
 
 import playwright
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-STATIC = Path(__file__).resolve().parent / "static"
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+PAGES = HERE / "pages"
+
+# Each page: its title, the header link it belongs to, and its script (in /ui/).
+PAGE_PARTS = {
+    "runs": ("Runs", "runs", "runs.js"),
+    "workflows": ("Workflows", "workflows", "workflows.js"),
+    "workflow": ("Workflow", "workflows", "workflow.js"),
+    "workflow-edit": ("Edit workflow", "workflows", "workflow-edit.js"),
+}
 TRACE_VIEWER_PREFIX = "/trace-viewer"
 
 router = APIRouter(include_in_schema=False)
@@ -35,10 +47,26 @@ def trace_viewer_dir() -> Path | None:
     return None
 
 
-def _page(name: str) -> FileResponse:
-    return FileResponse(
-        STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"}
+@cache
+def _html(name: str) -> str:
+    """A page: its body (ui/pages/NAME.html) in the shell every page shares (ui/shell.html)."""
+    title, section, script = PAGE_PARTS[name]
+    current = ' aria-current="page"'
+    return Template((HERE / "shell.html").read_text(encoding="utf-8")).substitute(
+        title=title,
+        body=(PAGES / f"{name}.html").read_text(encoding="utf-8").rstrip("\n"),
+        script=script,
+        workflows_current=current if section == "workflows" else "",
+        runs_current=current if section == "runs" else "",
     )
+
+
+def _page(name: str) -> Response:
+    if name.endswith(".html"):  # a page still written whole
+        return FileResponse(
+            STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"}
+        )
+    return HTMLResponse(_html(name), headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/")
@@ -47,32 +75,32 @@ async def home() -> RedirectResponse:
 
 
 @router.get("/workflows")
-async def workflows_page() -> FileResponse:
-    return _page("workflows.html")
+async def workflows_page() -> Response:
+    return _page("workflows")
 
 
 @router.get("/workflows/new")
-async def new_workflow_page() -> FileResponse:
-    return _page("workflow-edit.html")
+async def new_workflow_page() -> Response:
+    return _page("workflow-edit")
 
 
 @router.get("/workflows/{workflow_id}")
-async def workflow_page(workflow_id: str) -> FileResponse:
-    return _page("workflow.html")
+async def workflow_page(workflow_id: str) -> Response:
+    return _page("workflow")
 
 
 @router.get("/workflows/{workflow_id}/edit")
-async def edit_workflow_page(workflow_id: str) -> FileResponse:
-    return _page("workflow-edit.html")
+async def edit_workflow_page(workflow_id: str) -> Response:
+    return _page("workflow-edit")
 
 
 @router.get("/runs")
-async def runs_page() -> FileResponse:
-    return _page("runs.html")
+async def runs_page() -> Response:
+    return _page("runs")
 
 
 @router.get("/runs/{run_id}")
-async def run_page(run_id: str) -> FileResponse:
+async def run_page(run_id: str) -> Response:
     return _page("run.html")
 
 

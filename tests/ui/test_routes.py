@@ -18,10 +18,31 @@ def test_pages_assets_and_trace_viewer() -> None:
     with TestClient(app) as http:
         home = http.get("/", follow_redirects=False)
         assert home.status_code == 307 and home.headers["location"] == "/runs"
-        for path in ("/runs", "/runs/run_anything"):
+        for path, script in (
+            ("/runs", "runs.js"),
+            ("/runs/run_anything", "run.js"),
+            ("/workflows", "workflows.js"),
+            ("/workflows/new", "workflow-edit.js"),
+            ("/workflows/wf_anything", "workflow.js"),
+            ("/workflows/wf_anything/edit", "workflow-edit.js"),
+        ):
             page = http.get(path)
-            assert page.status_code == 200 and "/ui/app.js" in page.text
-        for asset in ("app.css", "app.js", "runs.js", "run.js", "favicon.svg"):
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            assert "/ui/app.js" in page.text and f"/ui/{script}" in page.text, path
+            assert page.text.count("<header") == 1 and "</html>" in page.text
+        # The header marks the section the page belongs to.
+        assert 'href="/workflows" aria-current="page"' in http.get("/workflows/new").text
+        assert 'href="/runs" aria-current="page"' in http.get("/runs").text
+        for asset in (
+            "app.css",
+            "app.js",
+            "runs.js",
+            "run.js",
+            "workflows.js",
+            "workflow.js",
+            "workflow-edit.js",
+            "favicon.svg",
+        ):
             assert http.get(f"/ui/{asset}").status_code == 200, asset
         assert trace_viewer_dir() is not None
         viewer = http.get("/trace-viewer/index.html")
