@@ -176,15 +176,17 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
-    from services.workers import Worker, WorkerPool, salvage_spools
+    from services.workers import Worker, WorkerPool, open_when_reachable, salvage_spools
 
-    services = open_services(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Started while the database is down: waits for it (logged), never exits for it.
+    services = await open_when_reachable(settings, stop)
+    if services is None:
+        return EXIT_OK
     try:
-        await services.notifier.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         worker = Worker(services, worker_options(settings.service, args.concurrency))
         if args.salvage:  # once: end runs whose worker vanished, store their spools, exit
             await worker.reap()

@@ -11,10 +11,18 @@ import time
 
 from runner.salvage import Salvaged, salvage_spools
 from runner.worker import Worker, WorkerOptions
-from services.backends import Services
-from storage.retry import backoff
+from services.backends import Services, open_services
+from services.settings import Settings
+from storage.retry import backoff, describe, is_transient
 
-__all__ = ["Salvaged", "Worker", "WorkerOptions", "WorkerPool", "salvage_spools"]
+__all__ = [
+    "Salvaged",
+    "Worker",
+    "WorkerOptions",
+    "WorkerPool",
+    "open_when_reachable",
+    "salvage_spools",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +79,30 @@ class WorkerPool:
             pause = backoff(failures - 1, first=RESTART_FIRST_S, cap=RESTART_MAX_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause if failures else 0.1)
+
+
+async def open_when_reachable(settings: Settings, stop: asyncio.Event) -> Services | None:
+    """The process's services once the database answers: a worker started while the database
+    is down (migrations, LISTEN) waits for it — logged once, and once when it is back — instead
+    of exiting. None if `stop` is set first."""
+    attempt, since = 0, time.monotonic()
+    while not stop.is_set():
+        services: Services | None = None
+        try:
+            services = await asyncio.to_thread(open_services, settings)
+            await services.notifier.start()
+        except Exception as error:
+            if services is not None:
+                await services.close()
+            if not is_transient(error):
+                raise
+            if attempt == 0:
+                log.warning("database unavailable at start (%s); waiting for it", describe(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff(attempt))
+            attempt += 1
+            continue
+        if attempt:
+            log.warning("database is back after %.1f s; starting", time.monotonic() - since)
+        return services
+    return None

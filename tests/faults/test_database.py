@@ -209,6 +209,47 @@ def test_an_idle_worker_process_survives_a_postgresql_restart_and_then_runs(
         asyncio.run(services.close())
 
 
+def test_a_worker_started_while_postgresql_is_down_waits_for_it(
+    tmp_path: Path, cluster: pg.PrivateCluster, site: SiteServer
+) -> None:
+    """`glassbox worker` started with the database down (no migrations, no LISTEN possible)
+    waits for it, saying so once, and then runs what is queued — it does not exit."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+    env.update(WORKER_ENV)
+    env.update({"GLASSBOX_DATA_DIR": str(data_dir), "GLASSBOX_DATABASE_URL": cluster.url})
+    services = open_on(cluster.url, data_dir)  # migrated, then the database goes
+    cluster.stop()
+    worker = spawn_glassbox(
+        "worker", ["worker"], env=env, cwd=tmp_path, log=tmp_path / "worker.log"
+    )
+    try:
+        wait_until(
+            lambda: "database unavailable at start" in worker.tail(),
+            timeout=30,
+            what="the worker to wait for the database",
+        )
+        time.sleep(3)
+        assert worker.alive(), f"the worker exited:\n{worker.tail()}"
+        cluster.start()
+        wait_until(lambda: "concurrency" in worker.tail(), timeout=60, what="the worker to start")
+
+        async def queue_and_wait() -> Seen:
+            run_id = await enqueue(services, visit_workflow(site))
+            return await terminal(services, run_id, timeout=60)
+
+        outcome = asyncio.run(queue_and_wait())
+        assert outcome.status == "completed", (outcome, worker.tail())
+        log = worker.tail()
+        assert log.count("database unavailable at start") == 1, log
+        assert "database is back after" in log, log
+    finally:
+        if not cluster.running():
+            cluster.start()
+        stop_proc(worker)
+        asyncio.run(services.close())
+
+
 def stop_proc(proc: Proc) -> None:
     if proc.alive():
         proc.popen.send_signal(signal.SIGTERM)
