@@ -176,6 +176,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from api.app import worker_options
+    from services.schedules import Scheduler
     from services.workers import Worker, WorkerPool, open_when_reachable, salvage_spools
 
     stop = asyncio.Event()
@@ -199,7 +200,9 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
         # Database outages are waited out; a worker whose browser died is replaced.
         pool = WorkerPool(services, worker_options(settings.service, args.concurrency), 1)
         err.print(f"worker: concurrency {pool.options.concurrency}")
-        await asyncio.gather(*pool.start(stop))
+        # Workers fire due schedules too (each fire time makes one run, whoever fires it).
+        scheduler = Scheduler(services, poll_s=settings.service.scheduler_poll_s)
+        await asyncio.gather(*pool.start(stop), scheduler.run_forever(stop))
     finally:
         await services.close()
     return EXIT_OK

@@ -5,6 +5,8 @@ downtime by their policy, and refuse bad input naming the field."""
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
+from examples.site_server import SiteServer
 from services import schedules
 from services.backends import Services, open_services
 from services.schedules import Scheduler, ScheduleSpec
@@ -22,6 +25,7 @@ from services.workflows import save_workflow
 from storage.errors import ValidationFailed
 from storage.models import Run, Schedule, utcnow
 from storage.settings import StorageSettings
+from tests.api.conftest import spawn_glassbox
 from tests.storage.conftest import BACKENDS, postgres_database
 
 WORKFLOW: dict[str, Any] = {
@@ -196,3 +200,40 @@ async def test_bad_schedules_are_refused_naming_the_field(
         await schedules.create_schedule(services, saved.id, spec)
     assert refused.value.field == field, refused.value
     assert await schedules.list_schedules(services) == []
+
+
+def test_a_glassbox_worker_process_fires_schedules_too(tmp_path: Path, site: SiteServer) -> None:
+    """Not only `serve`: a `glassbox worker` fires due schedules, and runs what it fired."""
+    data_dir = tmp_path / "data"
+
+    async def schedule() -> tuple[Services, str]:
+        services = open_services(Settings.load(storage=StorageSettings(data_dir=data_dir)))
+        definition = {
+            "title": "Fired by a worker",
+            "url": site.url,
+            "blocks": [{"label": "v", "type": "action", "steps": [{"goto": "{{ url }}"}]}],
+        }
+        saved = await save_workflow(services, definition)
+        made = await schedules.create_schedule(services, saved.id, ScheduleSpec(interval_s=1))
+        return services, made.id
+
+    services, schedule_id = asyncio.run(schedule())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+    env.update({"GLASSBOX_DATA_DIR": str(data_dir), "GLASSBOX_POLL_S": "0.2"})
+    worker = spawn_glassbox("worker", ["worker"], env=env, cwd=tmp_path, log=tmp_path / "w.log")
+    try:
+
+        async def completed() -> list[Run]:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                done = [r for r in await runs_of(services, schedule_id) if r.status == "completed"]
+                if done:
+                    return done
+                await asyncio.sleep(0.5)
+            raise AssertionError(f"no scheduled run completed:\n{worker.tail()}")
+
+        runs = asyncio.run(completed())
+        assert runs[0].source == "schedule" and runs[0].schedule_id == schedule_id
+    finally:
+        worker.kill()
+        asyncio.run(services.close())
