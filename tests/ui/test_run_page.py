@@ -168,6 +168,8 @@ async def test_cards_show_their_screenshot_requests_and_console(
     await page.locator("#copy").click()
     copied = await page.evaluate("navigator.clipboard.readText()")
     assert copied == api.get(f"/runs/{report['id']}/code").text
+    refused = api.get(f"/runs/{report['id']}/code", params={"format": "pdf"})
+    assert refused.status_code == 422 and "format" in refused.text, refused.text
     async with page.expect_download() as download:
         await page.locator("#download-code").click()
     assert (await download.value).suggested_filename == f"{report['id']}.py"

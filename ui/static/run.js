@@ -478,11 +478,12 @@
     const tokens = (m.prompt_tokens || 0) + (m.completion_tokens || 0);
     const counter = (name, value, title) => el("div", { class: "counter", "data-counter": name, title: title || null },
       el("span", { class: "value", text: String(value) }), el("span", { class: "label", text: name }));
-    $("counters").replaceChildren(
+    $("counters").replaceChildren(...[
       counter("blocks", blocks), counter("steps", run.step_count ?? 0), counter("actions", actions.length),
       failed ? counter("failed", failed) : null, counter("thoughts", thoughts),
       counter("tokens", tokens.toLocaleString(), `${m.prompt_tokens || 0} prompt + ${m.completion_tokens || 0} completion, ${m.llm_calls || 0} calls`),
-      counter("cost", `$${Number(m.cost_usd || 0).toFixed(m.cost_usd ? 4 : 2)}`));
+      counter("cost", `$${Number(m.cost_usd || 0).toFixed(m.cost_usd ? 4 : 2)}`),
+    ].filter(Boolean));
     const failedCounter = $("counters").querySelector('[data-counter="failed"]');
     if (failedCounter) failedCounter.classList.add("bad");
   }
