@@ -16,7 +16,14 @@ import pytest
 from playwright.async_api import Page, expect
 
 from examples.site_server import SiteServer
-from tests.api.conftest import Service, create_run, timeline, wait_status, waiting_workflow
+from tests.api.conftest import (
+    Service,
+    create_run,
+    login_workflow,
+    timeline,
+    wait_status,
+    waiting_workflow,
+)
 from tests.ui.conftest import Watched
 
 TABS = ["overview", "output", "parameters", "recording", "code", "trace"]
@@ -406,3 +413,34 @@ async def test_a_cancel_that_races_the_end_shows_the_final_state(
     await expect(page.locator("#no-recording")).to_contain_text("No recording available")
     await shoot(page, tmp_path, "run-canceled-queued-1280")
     assert json.dumps(wait_status(api, queued["id"])["started_at"]) == "null"
+
+
+async def test_rerunning_a_run_with_a_secret_asks_for_it_again(
+    ui: Watched, api: httpx.Client, site: SiteServer
+) -> None:
+    run = create_run(api, login_workflow(site), parameters={"password": "hunter2-secret"})
+    run = wait_status(api, run["id"])
+    assert run["status"] == "completed", run["failure_reason"]
+    page = ui.page
+    ui.allowed_errors.append("422")  # the browser logs the refused rerun
+    await page.goto(f"{ui.base_url}/runs/{run['id']}")
+    await expect(page.locator("#status .badge")).to_have_text("completed")
+    # The secret is not kept: Rerun opens the duplicate form with the refusal at the field.
+    await page.locator("#rerun").click()
+    dialog = page.locator("#duplicate-dialog")
+    await expect(dialog).to_be_visible()
+    error = dialog.locator('[data-error-for="parameters.password"]')
+    await expect(error).to_contain_text("give them again")
+    password = dialog.locator("#dup-password")
+    await expect(password).to_have_attribute("type", "password")
+    await expect(password).to_have_value("")
+    await expect(password).to_be_focused()
+    await expect(dialog.locator("#dup-username")).to_have_value("ada")
+    await password.fill("hunter2-secret")
+    old_url = page.url
+    await dialog.get_by_role("button", name="Start run").click()
+    await expect(page).not_to_have_url(old_url)
+    new = wait_status(api, page.url.rsplit("/", 1)[1])
+    assert new["status"] == "completed", new["failure_reason"]
+    assert new["parameters"]["password"] == "********"
+    assert new["parent_run_id"] == run["id"]

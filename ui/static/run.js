@@ -272,9 +272,9 @@
     $("duplicate-fields").replaceChildren(...(fields.length ? fields : [el("p", { class: "muted", text: "This workflow takes no parameters." })]));
     $("duplicate-error").hidden = true;
     $("duplicate-dialog").showModal();
-    if (error) showDuplicateErrors(error);
     const first = $("duplicate-fields").querySelector("input:not([disabled])");
     if (first) first.focus();
+    if (error) showDuplicateErrors(error); // focuses the first field at fault
   }
 
   function showDuplicateErrors(error) {
