@@ -22,6 +22,7 @@ from tests.api.conftest import (
     login_workflow,
     timeline,
     wait_status,
+    wait_until,
     waiting_workflow,
 )
 from tests.ui.conftest import Watched
@@ -165,6 +166,7 @@ async def test_cards_show_their_screenshot_requests_and_console(
     await page.locator("#tab-parameters").click()
     await expect(page.locator("#inputs")).to_contain_text("token")
     await expect(page.locator("#limits")).to_contain_text("60 s")
+    await shoot(page, tmp_path, "run-parameters-1280")
 
     # Code: highlighted by the server, copied as plain text.
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
@@ -312,7 +314,7 @@ async def test_a_saved_workflows_run_duplicates_and_edits_on_its_workflow_page(
 
 
 async def test_api_dialog_closes_with_escape_and_copies(
-    ui: Watched, report: dict[str, Any]
+    ui: Watched, report: dict[str, Any], tmp_path: Path
 ) -> None:
     page = ui.page
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"])
@@ -332,6 +334,7 @@ async def test_api_dialog_closes_with_escape_and_copies(
     assert "/api/v1/runs" in await page.evaluate("navigator.clipboard.readText()")
     await page.locator("#payload-details summary").click()
     await expect(page.locator("#payload pre.json")).to_contain_text(report["id"])
+    await shoot(page, tmp_path, "run-api-dialog-1280")
     await page.keyboard.press("Escape")
     await expect(dialog).to_be_hidden()
     assert await page.evaluate("document.activeElement.id") == "api-button"
@@ -376,8 +379,13 @@ async def test_a_cancel_that_races_the_end_shows_the_final_state(
     ui: Watched, api: httpx.Client, site: SiteServer, tmp_path: Path
 ) -> None:
     page = ui.page
-    run = create_run(api, waiting_workflow(site, timeout_ms=2_500, title="Ends by itself"))
+    run = create_run(api, waiting_workflow(site, timeout_ms=5_000, title="Ends by itself"))
     wait_status(api, run["id"], {"running"}, timeout=30)
+    wait_until(
+        lambda: any(c["kind"] == "action" for c in timeline(api, run["id"])),
+        timeout=15,
+        what="the first action card",
+    )
     # A run queued behind it (one worker), canceled before it starts: nothing to show, said so.
     queued = create_run(api, waiting_workflow(site, timeout_ms=1_000, title="Never started"))
     answer = api.post(f"/runs/{queued['id']}/cancel")
@@ -388,6 +396,14 @@ async def test_a_cancel_that_races_the_end_shows_the_final_state(
     ui.allowed_errors += ["ERR_FAILED", "409"]
     await page.goto(f"{ui.base_url}/runs/{run['id']}")
     await expect(page.locator("#status .badge")).to_have_text("running")
+    # While it runs: a card shows its moment, "Back to live" returns to the live frames.
+    mode = page.locator("#browser-mode")
+    await expect(mode).to_have_text("● Live", timeout=15_000)
+    await page.locator('#timeline .card[data-kind="action"]').first.click()
+    await expect(mode).to_contain_text("goto")
+    await page.locator("#back-to-live").click()
+    await expect(mode).to_have_text("● Live")
+    await expect(page.locator("#timeline .card.selected")).to_have_count(0)
     ended = wait_status(api, run["id"], timeout=30)
     assert ended["status"] == "failed"
     await page.locator("#cancel").click()

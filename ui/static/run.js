@@ -552,6 +552,7 @@
       showPlaceholder(ACTIVE.has(run.status) ? "No screenshot yet." : "No screenshot up to this card.", label);
     }
     $("browser-image").alt = `The browser at card #${card.seq}`;
+    $("back-to-live").hidden = !live();
     seekVideo(card.video_ms);
     renderActivity();
   }
@@ -637,6 +638,14 @@
 
   function live() { return socket !== null && socket.readyState <= 1; }
 
+  $("back-to-live").addEventListener("click", () => {
+    selectedSeq = null;
+    for (const item of $("timeline").querySelectorAll(".card.selected")) item.classList.remove("selected");
+    $("back-to-live").hidden = true;
+    if (frameUrl) showImage(frameUrl, "Live", ""); else showPlaceholder("Waiting for the browser…", "Live");
+    renderActivity();
+  });
+
   function startLive() {
     const path = `${Glassbox.API}${runPath}`;
     const after = cards.length ? cards[cards.length - 1].seq : 0;
@@ -674,6 +683,7 @@
     ended = true;
     if (socket) { socket.close(); socket = null; }
     if (events) { events.close(); events = null; }
+    $("back-to-live").hidden = true;
     await loadRun();
     const page = await json(`${runPath}/timeline`);
     addCards(page.items);
