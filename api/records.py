@@ -4,7 +4,11 @@ record, its artifacts and cards, with the API URLs they are served at."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
+
+import nh3
+from markdown_it import MarkdownIt
 
 from services.runs import SECRET_HEADERS
 from storage.models import Artifact, Run, TimelineCard
@@ -51,6 +55,7 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "finished_at": iso(run.finished_at),
         "parameters": run.parameters,
         "summary": run.summary,
+        "summary_html": summary_html(run.summary),
         "extracted_information": run.extracted_information,
         "failure_reason": run.failure_reason,
         "step_count": run.step_count,
@@ -60,6 +65,29 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "timeout_s": run.timeout_s,
         "artifacts": [artifact_record(a) for a in artifacts or []],
     }
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+_SUMMARY_TAGS = {
+    "p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "a", "hr",
+    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def summary_html(summary: str | None) -> str | None:
+    """The summary (Markdown, written by a model that read untrusted pages) as HTML safe to
+    insert in a page: raw HTML escaped, then only formatting tags and http(s)/mailto links
+    kept (no images, so showing it loads nothing)."""
+    if not summary:
+        return None
+    return nh3.clean(
+        _MARKDOWN.render(summary),
+        tags=_SUMMARY_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
 
 
 def card_record(card: TimelineCard) -> dict[str, Any]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import PythonLexer
 
 from api.artifacts import HOSTILE_CONTENT_HEADERS
 from api.deps import ServicesDep, SessionDep, SettingsDep
@@ -169,12 +172,31 @@ async def delete_run(run_id: str, services: ServicesDep) -> Response:
     summary="The generated Python script",
     response_class=PlainTextResponse,
 )
-async def code(run_id: str, services: ServicesDep) -> PlainTextResponse:
+async def code(
+    run_id: str,
+    services: ServicesDep,
+    format: Literal["python", "html"] = Query(
+        default="python",
+        description="`python`: the script; `html`: the script highlighted (Pygments), an HTML "
+        "fragment the Web UI shows",
+    ),
+) -> PlainTextResponse:
+    script = await runs.generated_code(services, run_id)
+    if format == "html":
+        return PlainTextResponse(
+            highlight(script, PythonLexer(), _CODE_HTML),
+            media_type="text/html",
+            headers=HOSTILE_CONTENT_HEADERS,
+        )
     return PlainTextResponse(
-        await runs.generated_code(services, run_id),
+        script,
         media_type="text/x-python",
         headers=HOSTILE_CONTENT_HEADERS,  # stored bytes, with strings from the visited pages
     )
+
+
+# Pygments escapes the source; the classes are styled in ui/static/app.css (`.hl`).
+_CODE_HTML = HtmlFormatter(cssclass="hl", linenos="inline", wrapcode=True)
 
 
 @router.get("/runs/{run_id}/reproduce", summary="curl, Python and PowerShell that recreate the run")
