@@ -13,7 +13,7 @@ from string import Template
 
 import playwright
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 HERE = Path(__file__).resolve().parent
@@ -26,6 +26,7 @@ PAGE_PARTS = {
     "workflows": ("Workflows", "workflows", "workflows.js"),
     "workflow": ("Workflow", "workflows", "workflow.js"),
     "workflow-edit": ("Edit workflow", "workflows", "workflow-edit.js"),
+    "run": ("Run", "runs", "run.js"),
 }
 TRACE_VIEWER_PREFIX = "/trace-viewer"
 
@@ -61,11 +62,7 @@ def _html(name: str) -> str:
     )
 
 
-def _page(name: str) -> Response:
-    if name.endswith(".html"):  # a page still written whole
-        return FileResponse(
-            STATIC / name, media_type="text/html", headers={"Cache-Control": "no-cache"}
-        )
+def _page(name: str) -> HTMLResponse:
     return HTMLResponse(_html(name), headers={"Cache-Control": "no-cache"})
 
 
@@ -75,33 +72,33 @@ async def home() -> RedirectResponse:
 
 
 @router.get("/workflows")
-async def workflows_page() -> Response:
+async def workflows_page() -> HTMLResponse:
     return _page("workflows")
 
 
 @router.get("/workflows/new")
-async def new_workflow_page() -> Response:
+async def new_workflow_page() -> HTMLResponse:
     return _page("workflow-edit")
 
 
 @router.get("/workflows/{workflow_id}")
-async def workflow_page(workflow_id: str) -> Response:
+async def workflow_page(workflow_id: str) -> HTMLResponse:
     return _page("workflow")
 
 
 @router.get("/workflows/{workflow_id}/edit")
-async def edit_workflow_page(workflow_id: str) -> Response:
+async def edit_workflow_page(workflow_id: str) -> HTMLResponse:
     return _page("workflow-edit")
 
 
 @router.get("/runs")
-async def runs_page() -> Response:
+async def runs_page() -> HTMLResponse:
     return _page("runs")
 
 
 @router.get("/runs/{run_id}")
-async def run_page(run_id: str) -> Response:
-    return _page("run.html")
+async def run_page(run_id: str) -> HTMLResponse:
+    return _page("run")
 
 
 def install(app: FastAPI) -> None:

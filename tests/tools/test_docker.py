@@ -700,8 +700,8 @@ def test_the_image_builds_and_runs_glassbox() -> None:
             "python",
             IMAGE_TAG,
             "-c",
-            "import api.app, runner.worker, storage.migrate; from ui.routes import STATIC; "
-            "assert (STATIC / 'run.html').is_file()",
+            "import api.app, runner.worker, storage.migrate; from ui.routes import PAGES, STATIC; "
+            "assert (STATIC / 'run.js').is_file() and (PAGES / 'run.html').is_file()",
         ],
         capture_output=True,
         text=True,
