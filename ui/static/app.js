@@ -123,6 +123,21 @@ const Glassbox = (() => {
     return `${m}:${(s % 60).toFixed(1).padStart(4, "0")}`;
   }
 
+  /** Shows a 422's field errors at their fields in `form` (elements with data-error-for="FIELD",
+      the field's input marked aria-invalid); returns the messages that have no place there. */
+  function placeErrors(form, error) {
+    const unplaced = [];
+    for (const f of error.fields || []) {
+      const target = form.querySelector(`[data-error-for="${CSS.escape(f.field)}"]`);
+      if (!target) { unplaced.push(f.field ? `${f.field}: ${f.message}` : f.message); continue; }
+      target.textContent = f.message;
+      target.hidden = false;
+      const input = target.parentElement.querySelector("input");
+      if (input) input.setAttribute("aria-invalid", "true");
+    }
+    return unplaced;
+  }
+
   /** "3 min ago", with the exact time in the element's title. */
   function ago(iso) {
     if (!iso) return el("span", { text: "—" });
@@ -135,5 +150,5 @@ const Glassbox = (() => {
     return el("time", { datetime: iso, title: date(iso), text: label });
   }
 
-  return { API, ACTIVE, apiKey, withKey, request, json, text, post, send, el, badge, date, ago, duration, seconds, clock };
+  return { API, ACTIVE, apiKey, withKey, request, json, text, post, send, el, badge, date, ago, duration, seconds, clock, placeErrors };
 })();

@@ -281,15 +281,7 @@
     const form = $("duplicate-form");
     for (const node of form.querySelectorAll(".field-error")) node.hidden = true;
     for (const node of form.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
-    const unplaced = [];
-    for (const f of error.fields || []) {
-      const target = form.querySelector(`[data-error-for="${CSS.escape(f.field)}"]`);
-      if (!target) { unplaced.push(f.field ? `${f.field}: ${f.message}` : f.message); continue; }
-      target.textContent = f.message;
-      target.hidden = false;
-      const input = target.parentElement.querySelector("input");
-      if (input) input.setAttribute("aria-invalid", "true");
-    }
+    const unplaced = Glassbox.placeErrors(form, error);
     if (!(error.fields || []).length) unplaced.push(error.detail || error.message);
     $("duplicate-error").textContent = unplaced.join("\n");
     $("duplicate-error").hidden = !unplaced.length;

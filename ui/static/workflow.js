@@ -57,15 +57,7 @@
   }
 
   function showErrors(error) {
-    const unplaced = [];
-    for (const f of error.fields || []) {
-      const target = form.querySelector(`[data-error-for="${CSS.escape(f.field)}"]`);
-      if (!target) { unplaced.push(f.field ? `${f.field}: ${f.message}` : f.message); continue; }
-      target.textContent = f.message;
-      target.hidden = false;
-      const input = target.parentElement.querySelector("input");
-      if (input) { input.setAttribute("aria-invalid", "true"); }
-    }
+    const unplaced = Glassbox.placeErrors(form, error);
     if (!(error.fields || []).length) unplaced.push(error.detail || error.message);
     if (unplaced.length) { launchError.textContent = unplaced.join("\n"); launchError.hidden = false; }
     const first = form.querySelector("[aria-invalid=true]");
