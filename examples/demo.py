@@ -1,17 +1,23 @@
-"""`make run`: serve the demo shop locally, run the bundled example workflow against it, then
-serve the API with that run in it (Ctrl-C stops). `--no-serve` stops after the run."""
+"""`make run`: serve the demo shop locally, run the bundled example workflow against it, save it
+as a workflow (pointed at this demo shop) to start again from the web UI, then serve the API and
+the UI with that run in it (Ctrl-C stops). `--no-serve` stops after the run."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from api.cli import main as glassbox
 from examples.site_server import SiteServer
+from services.backends import open_services
 from services.settings import Settings
+from services.workflows import list_workflows, load_workflow_file, replace_workflow, save_workflow
 from storage.errors import ConfigurationError
 from storage.settings import StorageSettings
 
@@ -24,6 +30,29 @@ def start_site() -> SiteServer:
         return SiteServer(port=port).start()
     except OSError:
         return SiteServer(port=0).start()  # 8080 is taken: any free port will do
+
+
+DEMO_DESCRIPTION = (
+    "The bundled example (examples/shop.yaml): searches the demo shop, sorts by price, exports "
+    "the results as CSV and extracts the cheapest lamp. Saved by `make run`, pointed at its demo "
+    "shop."
+)
+
+
+async def save_example(settings: Settings, shop_url: str) -> str:
+    """The example as a saved workflow whose `url` is this demo shop (the shop's port may change
+    from one `make run` to the next: the workflow saved by an earlier one is updated)."""
+    services = open_services(settings)
+    try:
+        title = load_workflow_file(EXAMPLE).title  # checked as `glassbox run` checks it
+        loaded = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+        definition = {**loaded, "url": shop_url, "description": DEMO_DESCRIPTION}
+        for saved in await list_workflows(services):
+            if saved.title == title:
+                return (await replace_workflow(services, saved.id, definition)).id
+        return (await save_workflow(services, definition)).id
+    finally:
+        await services.close()
 
 
 def newest_run_id(storage: StorageSettings) -> str:
@@ -61,8 +90,10 @@ def main() -> None:
             return
         base = f"http://{settings.service.host}:{settings.service.port}"
         run_id = newest_run_id(settings.storage)
+        workflow_id = asyncio.run(save_example(settings, f"{site.url}shop/"))
         print(
             f"\nOpen the run in the web UI: {base}/runs/{run_id}\n"
+            f"Start it again from its workflow page: {base}/workflows/{workflow_id}\n"
             f"Every run: {base}/runs   API: {base}/api/v1/runs   OpenAPI docs: {base}/docs\n"
             f"(the demo shop stays up at {site.url}; Ctrl-C stops)",
             file=sys.stderr,

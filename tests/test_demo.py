@@ -38,9 +38,9 @@ def test_make_run_serves_the_example_run_in_the_web_ui(tmp_path: Path) -> None:
     try:
         assert process.stdout is not None
         output: list[str] = []
-        url = None
+        url = workflow_url = None
         deadline = time.monotonic() + 180
-        while url is None and time.monotonic() < deadline:
+        while workflow_url is None and time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line:
                 break
@@ -48,7 +48,10 @@ def test_make_run_serves_the_example_run_in_the_web_ui(tmp_path: Path) -> None:
             found = re.search(r"Open the run in the web UI: (http://\S+/runs/(run_\w+))", line)
             if found:
                 url, run_id = found.group(1), found.group(2)
-        assert url is not None, "".join(output)
+            saved = re.search(r"from its workflow page: (http://\S+/workflows/(wf_\w+))", line)
+            if saved:
+                workflow_url, workflow_id = saved.group(1), saved.group(2)
+        assert url is not None and workflow_url is not None, "".join(output)
         assert "completed" in "".join(output)
         base = url.split("/runs/")[0]
         for _ in range(150):  # the service starts after the line is printed
@@ -62,6 +65,22 @@ def test_make_run_serves_the_example_run_in_the_web_ui(tmp_path: Path) -> None:
         assert {a["kind"] for a in record.json()["artifacts"]} >= {"video", "trace", "har", "code"}
         page = httpx.get(url, timeout=5)
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+        # The example is saved, pointed at the demo shop: it starts again from its page.
+        workflow = httpx.get(f"{base}/api/v1/workflows/{workflow_id}", timeout=5).json()
+        assert workflow["title"] == record.json()["title"] and workflow["description"]
+        shop = re.search(r"demo shop at (http://\S+)", "".join(output))
+        assert shop and workflow["definition"]["url"] == shop.group(1) + "shop/"
+        again = httpx.post(
+            f"{base}/api/v1/runs", json={"workflow_id": workflow_id}, timeout=30
+        ).json()
+        for _ in range(300):
+            done = httpx.get(f"{base}/api/v1/runs/{again['id']}", timeout=5).json()
+            if done["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.3)
+        assert done["status"] == "completed", done["failure_reason"]
+        assert httpx.get(workflow_url, timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         try:
