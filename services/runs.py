@@ -338,6 +338,7 @@ async def queue_new_run(
         # Off the event loop: templates render within a budget, but a budget of seconds.
         parsed = await asyncio.to_thread(parse_workflow, definition)
         inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
+        await asyncio.to_thread(concurrency_key_of, parsed, inputs)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     if options.webhook_url is not None:
