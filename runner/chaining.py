@@ -122,8 +122,10 @@ async def _queue_child(
             tags=list(ctx.run.tags or []),
         )
         if workflow.concurrency_key is not None:
-            key = inputs.render(workflow.concurrency_key, "concurrency_key").strip()
-            child.concurrency_key = key[:200] or None
+            key = inputs.render(workflow.concurrency_key, "concurrency_key").strip()[:200]
+            # The parent holds its own key while it waits: a child of that key would never run.
+            if key != ctx.run.concurrency_key:
+                child.concurrency_key = key or None
         child = await transition(session=session, run_id=child.id, to=RunStatus.queued)
         await session.commit()
     return child
