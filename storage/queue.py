@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -35,7 +35,7 @@ async def claim_next(
     passed: list[str] = []
     for _ in range(5):
         query = (
-            select(Run.id, Run.concurrency_key)
+            select(Run.id, Run.concurrency_key, Run.queued_at)
             .where(
                 Run.status == RunStatus.queued.value,
                 or_(Run.not_before.is_(None), Run.not_before <= now),
@@ -51,20 +51,38 @@ async def claim_next(
         found = (await session.execute(query)).first()
         if found is None:
             return None
-        run_id, key = found
+        run_id, key, queued_at = found
         if key is not None and postgres:
             await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
-            held = await session.scalar(
+            # Under the key's lock: a run of the key started while we looked, or an older run
+            # of the key (skipped above because another worker holds its row) goes first.
+            ahead = await session.scalar(
                 select(func.count())
                 .select_from(Run)
-                .where(Run.status == RunStatus.running.value, Run.concurrency_key == key)
+                .where(
+                    Run.concurrency_key == key,
+                    or_(
+                        Run.status == RunStatus.running.value,
+                        and_(
+                            Run.status == RunStatus.queued.value,
+                            or_(Run.not_before.is_(None), Run.not_before <= now),
+                            tuple_(Run.queued_at, Run.id) < tuple_(queued_at, run_id),
+                        ),
+                    ),
+                )
             )
-            if held:  # a run of the key started while we looked
+            if ahead:
                 passed.append(run_id)
                 continue
+        # The key is checked again by the write itself: on SQLite the select above ran before
+        # this transaction took the write lock, and a run of the key may have started since.
         claimed = await session.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status == RunStatus.queued.value)
+            .where(
+                Run.id == run_id,
+                Run.status == RunStatus.queued.value,
+                or_(Run.concurrency_key.is_(None), ~busy),
+            )
             .values(
                 worker_id=worker_id,
                 lease_expires_at=now + timedelta(seconds=lease_s),
@@ -74,7 +92,7 @@ async def claim_next(
             .execution_options(synchronize_session=False)
         )
         if getattr(claimed, "rowcount", 1) != 1:
-            continue  # another worker took it between the select and the update
+            continue  # another worker took it (or a run of its key) since the select
         run = await transition(session=session, run_id=run_id, to=RunStatus.running, at=now)
         await session.refresh(run)
         return run
