@@ -47,6 +47,8 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "parent_run_id": run.parent_run_id,
         "schedule_id": run.schedule_id,
         "trigger_id": run.trigger_id,
+        "concurrency_key": run.concurrency_key,
+        "not_before": iso(run.not_before) if run.not_before else None,
         "tags": list(run.tags or []),
         "metadata": run.run_metadata or {},
         "created_at": iso(run.created_at),

@@ -19,7 +19,7 @@ from services import runs
 from services.activity import run_activity
 from storage.artifacts import list_artifacts
 from storage.models import Run
-from storage.runs import RunFilter, get_run
+from storage.runs import RunFilter, follow_ups, get_run
 from storage.timeline import list_cards
 
 router = APIRouter(tags=["runs"])
@@ -51,6 +51,9 @@ async def list_runs(
     tag: str | None = Query(default=None, max_length=64, description="Runs with this tag"),
     schedule_id: str | None = Query(default=None, max_length=200),
     trigger_id: str | None = Query(default=None, max_length=200),
+    parent_run_id: str | None = Query(
+        default=None, max_length=200, description="Runs started by this run (children, follow-up)"
+    ),
     archived: bool = False,
     limit: int = Query(default=50, ge=1, le=500),
     cursor: str | None = Query(default=None, max_length=500),
@@ -63,6 +66,7 @@ async def list_runs(
         tag=tag,
         schedule_id=schedule_id,
         trigger_id=trigger_id,
+        parent_run_id=parent_run_id,
     )
     page = await runs.list_runs(services, status=status, where=where, limit=limit, cursor=cursor)
     return {
@@ -89,6 +93,13 @@ async def activity(run_id: str, services: ServicesDep) -> dict[str, Any]:
 @router.get("/runs/{run_id}", summary="A run's record")
 async def get_run_endpoint(run_id: str, session: SessionDep) -> dict[str, Any]:
     return await _record(session, await get_run(session=session, run_id=run_id))
+
+
+@router.get("/runs/{run_id}/follow-ups", summary="The follow-up chain after a run, in order")
+async def follow_ups_endpoint(run_id: str, session: SessionDep) -> dict[str, Any]:
+    await get_run(session=session, run_id=run_id)
+    chain = await follow_ups(session=session, run_id=run_id)
+    return {"items": [public_record(r, []) for r in chain]}
 
 
 @router.get("/runs/{run_id}/timeline", summary="A run's cards, in order")

@@ -11,11 +11,12 @@ import time
 from runner import codegen
 from runner.actions import StepCall, perform
 from runner.agent import extract_with_model, run_goal
+from runner.chaining import run_workflow_block
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed
 from runner.extract import extract_fields, schema_errors
 from runner.steps import target_of
-from runner.workflow import ActionBlock, Block, ExtractBlock, GoalBlock
+from runner.workflow import ActionBlock, Block, ExtractBlock, GoalBlock, RunWorkflowBlock
 from storage.status import CardKind
 
 
@@ -47,6 +48,8 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
             await run_extract_block(ctx, block)
         elif isinstance(block, GoalBlock):
             await run_goal(ctx, block)
+        elif isinstance(block, RunWorkflowBlock):
+            await run_workflow_block(ctx, index, block)
     except StepFailed as exc:
         error, status = exc.reason, "failed"
         raise

@@ -56,6 +56,8 @@ class RunnerEnv:
     browser: Browser
     listeners: list[CardListener] = field(default_factory=list)
     frame_listener: FrameListener | None = None
+    # Runs waiting for a child run (`run_workflow` with `wait`): they hold no worker slot.
+    waiting: set[str] = field(default_factory=set)
 
 
 class CardWriter:

@@ -11,6 +11,7 @@ from runner.artifacts import release_spool
 from runner.blocks import run_blocks
 from runner.context import RunContext, RunnerEnv
 from runner.errors import RunEnded, StepFailed
+from runner.followups import decide, queue_follow_up
 from runner.recorder import store
 from runner.templating import Inputs
 from runner.workflow import Workflow
@@ -29,6 +30,7 @@ class RunExecution:
         # The run stores its final status (or has): a heartbeat that finds no lease of it sees
         # the run ending, not a lost lease.
         self.ended = False
+        self.follow_up = "none"  # "queue", or why the completed run queues no follow-up
 
     @property
     def lost(self) -> bool:
@@ -102,6 +104,11 @@ class RunExecution:
         self.missing += ctx.cards.missing()
         if status is RunStatus.completed and not ctx.summary:
             ctx.summary = self._summary()
+        if status is RunStatus.completed and ctx.workflow.follow_up is not None:
+            self.follow_up = decide(ctx.workflow.follow_up, ctx.inputs.scope, ctx.extracted)
+            if self.follow_up != "queue":
+                await ctx.narrate(f"No follow-up: {self.follow_up}")
+                await ctx.cards.flush()
         try:
             await ctx.env.db.retrying(
                 lambda: self._save(status, reason),
@@ -131,10 +138,19 @@ class RunExecution:
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
             elif run.status != status.value:  # else stored by an attempt whose answer was lost
+                sealed = run.sealed_secrets  # dropped by the transition; a follow-up takes them
                 try:
                     await transition(session=session, run_id=ctx.run.id, to=status, reason=reason)
                 except InvalidTransition as exc:  # ended elsewhere meanwhile (e.g. the reaper)
                     log.warning("run %s: %s", ctx.run.id, exc)
+                else:
+                    if self.follow_up == "queue" and ctx.workflow.follow_up is not None:
+                        await queue_follow_up(
+                            session=session,
+                            run=run,
+                            follow_up=ctx.workflow.follow_up,
+                            sealed_secrets=sealed,
+                        )
             self.ended = True  # before the commit: a heartbeat may see it before we resume
             await session.commit()
 

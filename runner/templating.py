@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import TemplateError, UndefinedError
+from jinja2 import ChainableUndefined, TemplateError, UndefinedError
 from pydantic import BaseModel
 
 from runner.sandbox import TemplateLimits
@@ -21,6 +21,7 @@ from runner.workflow import (
     ExtractBlock,
     GoalBlock,
     GotoArgs,
+    RunWorkflowBlock,
     UploadArgs,
     Workflow,
 )
@@ -151,6 +152,8 @@ class Inputs:
     proxy: dict[str, Any] | None = None
     upload_dir: Path | None = None  # GLASSBOX_UPLOAD_DIR: server files `upload` steps may use
     limits: TemplateLimits = field(default_factory=TemplateLimits)
+    # What `run_workflow` blocks have learned so far, as `runs.<label>` in templates.
+    runs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def secret_values(self) -> list[str]:
@@ -158,7 +161,7 @@ class Inputs:
 
     @property
     def scope(self) -> dict[str, Any]:
-        return {**self.values, "url": self.url or ""}
+        return {"runs": self.runs, **self.values, "url": self.url or ""}
 
     def render(self, template: str, where: str) -> str:
         return render_template(template, self.scope, where, self.limits)
@@ -226,7 +229,14 @@ def resolve_inputs(
     )
     if url is not None:
         inputs.check_url(url, "url")
+    # A child run's results are not known yet: `runs.<label>…` renders empty while checking.
+    inputs.runs = {
+        b.label: ChainableUndefined(name=b.label)
+        for b in workflow.blocks
+        if isinstance(b, RunWorkflowBlock)
+    }
     check_templates(workflow, inputs)
+    inputs.runs = {}
     return inputs
 
 

@@ -203,7 +203,10 @@ class Worker:
     async def _claim_while_free(self) -> float | None:
         """Claims queued runs while a slot is free. Returns how long to wait before the next
         attempt when claiming failed (the database is down), else None."""
-        while len(self.tasks) < self.options.concurrency:
+        # A run waiting for its child lends its slot, so the child can run here too.
+        while (
+            len(self.tasks) - len(self.env.waiting if self.env else ()) < self.options.concurrency
+        ):
             try:
                 run = await self._claim()
             except Exception as error:

@@ -15,8 +15,10 @@ from typing import Any, Literal, TypeAlias
 
 import jsonschema
 import yaml
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from runner.sandbox import compiled as compiled_template
 from storage.errors import ValidationFailed
 
 MAX_TIMEOUT_S = 24 * 3600
@@ -216,6 +218,17 @@ class ExtractBlock(_Model):
         return self
 
 
+class RunWorkflowBlock(_Model):
+    """Starts another saved workflow (a child run, `source: agent`); with `wait` it waits for
+    the child to end and its extracted information becomes `runs.<label>` to later blocks."""
+
+    label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
+    type: Literal["run_workflow"]
+    workflow_id: str = Field(min_length=1, max_length=200)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    wait: bool = True
+
+
 class GoalBlock(_Model):
     label: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     type: Literal["goal"]
@@ -224,12 +237,26 @@ class GoalBlock(_Model):
     model: str | None = None
 
 
-Block: TypeAlias = ActionBlock | ExtractBlock | GoalBlock
+Block: TypeAlias = ActionBlock | ExtractBlock | GoalBlock | RunWorkflowBlock
 BLOCK_TYPES: dict[str, type[_Model]] = {
     "action": ActionBlock,
     "extract": ExtractBlock,
     "goal": GoalBlock,
+    "run_workflow": RunWorkflowBlock,
 }
+
+
+class FollowUp(_Model):
+    """A completed run queues its successor after `after_s`, unless `until` (a Jinja
+    expression over `extracted` and the parameters) holds or `max_count` follow-ups were
+    made in the chain."""
+
+    after_s: float = Field(default=60, ge=0, le=MAX_TIMEOUT_S * 7)
+    max_count: int = Field(default=10, ge=1, le=10_000)
+    until: str | None = Field(default=None, max_length=2000)
+
+
+ConcurrencyPolicy: TypeAlias = Literal["queue", "skip", "cancel_previous"]
 
 
 class Parameter(_Model):
@@ -268,6 +295,9 @@ class Workflow(_Model):
     extraction_schema: dict[str, Any] | None = None
     model: str | None = None
     cache_key: str | None = None
+    concurrency_key: str | None = Field(default=None, max_length=2000)
+    concurrency_policy: ConcurrencyPolicy = "queue"
+    follow_up: FollowUp | None = None
     blocks: list[Block] = Field(default_factory=list)
 
     @property
@@ -390,7 +420,28 @@ def parse_workflow(raw: Any) -> Workflow:
     for i, b in enumerate(blocks):
         if isinstance(b, ExtractBlock) and b.schema_ is not None:
             check_schema(b.schema_, f"blocks[{i}].schema")
+    _check_self_starting(workflow)
     return workflow
+
+
+def _check_template(template: str, where: str) -> None:
+    try:
+        compiled_template(template)
+    except TemplateError as exc:
+        raise ValidationFailed(where, f"template error: {exc}") from None
+
+
+def _check_self_starting(workflow: Workflow) -> None:
+    """The templates of concurrency_key, follow_up.until and run_workflow parameters compile."""
+    if workflow.concurrency_key is not None:
+        _check_template(workflow.concurrency_key, "concurrency_key")
+    if workflow.follow_up is not None and workflow.follow_up.until is not None:
+        _check_template("{{ " + workflow.follow_up.until + " }}", "follow_up.until")
+    for i, b in enumerate(workflow.blocks):
+        if isinstance(b, RunWorkflowBlock):
+            for name, value in b.parameters.items():
+                if isinstance(value, str):
+                    _check_template(value, f"blocks[{i}].parameters.{name}")
 
 
 def check_schema(schema: dict[str, Any], where: str) -> None:

@@ -30,7 +30,7 @@ from storage.artifacts import list_artifacts
 from storage.errors import InvalidTransition, NotFound, ValidationFailed
 from storage.models import Artifact, Run
 from storage.notify import CANCEL, QUEUE, publish_status
-from storage.queue import flag_cancel
+from storage.queue import flag_cancel, runs_holding
 from storage.status import TERMINAL_STATUSES, ArtifactKind, RunSource, RunStatus
 from storage.workflows import get_workflow
 
@@ -225,6 +225,7 @@ async def queue_run(
     }
     inputs.extra_http_headers, inputs.proxy = options.extra_http_headers, options.proxy
     uploads = await check_file_inputs(services, workflow, inputs)
+    key = await asyncio.to_thread(concurrency_key_of, workflow, inputs)  # a template
     async with services.db.session() as session:
         run = await stored.create_run(
             session=session,
@@ -245,11 +246,69 @@ async def queue_run(
         )
         if within is not None:  # first: a run that loses its race copies nothing
             await within(session, run)
+        superseded: list[str] = []
+        if key is not None:
+            run.concurrency_key = key
+            others = await runs_holding(session=session, key=key, besides=run.id)
+            if others and workflow.concurrency_policy == "skip":
+                # Recorded, not queued: whoever started it sees why in its record.
+                return await set_status(
+                    services,
+                    session=session,
+                    run_id=run.id,
+                    to=RunStatus.canceled,
+                    reason=f"skipped: run {others[0].id} holds concurrency key {key!r}",
+                )
+            if others and workflow.concurrency_policy == "cancel_previous":
+                superseded = await _supersede(session, others, run.id, key)
         await copy_inputs(services, session, run.id, uploads)
         run = await set_status(services, session=session, run_id=run.id, to=RunStatus.queued)
+    for other in superseded:
+        await publish_status(services.notifier, other, RunStatus.canceled)
+        await services.notifier.publish(CANCEL, other)
     if wake_workers:
         await services.notifier.publish(QUEUE, run.id)
     return run
+
+
+def concurrency_key_of(workflow: Workflow, inputs: Inputs) -> str | None:
+    """The workflow's `concurrency_key` rendered over the run's parameters (None when the
+    workflow has none or it renders empty)."""
+    if workflow.concurrency_key is None:
+        return None
+    key = inputs.render(workflow.concurrency_key, "concurrency_key").strip()
+    if len(key) > MAX_CONCURRENCY_KEY:
+        raise ValidationFailed(
+            "concurrency_key", f"renders to {len(key)} characters (at most {MAX_CONCURRENCY_KEY})"
+        )
+    return key or None
+
+
+MAX_CONCURRENCY_KEY = 200
+
+
+async def _supersede(session: AsyncSession, others: list[Run], run_id: str, key: str) -> list[str]:
+    """`cancel_previous`: the queued runs of the key end canceled, the running ones are
+    flagged for their worker to cancel. Returns the runs whose worker must hear it."""
+    reason = f"canceled: superseded by run {run_id} (concurrency key {key!r})"
+    flagged: list[str] = []
+    for other in others:
+        try:
+            await stored.transition(
+                session=session,
+                run_id=other.id,
+                to=RunStatus.canceled,
+                reason=reason,
+                expect=set(WAITING),
+            )
+        except InvalidTransition:
+            try:
+                await flag_cancel(session=session, run_id=other.id)
+            except InvalidTransition:
+                continue  # it ended meanwhile
+            other.failure_reason = other.failure_reason or reason
+        flagged.append(other.id)
+    return flagged
 
 
 async def queue_new_run(
@@ -279,6 +338,7 @@ async def queue_new_run(
         # Off the event loop: templates render within a budget, but a budget of seconds.
         parsed = await asyncio.to_thread(parse_workflow, definition)
         inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
+        await asyncio.to_thread(concurrency_key_of, parsed, inputs)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     if options.webhook_url is not None:

@@ -181,6 +181,10 @@ class Run(Base):
     webhook_state: Mapped[str | None] = mapped_column(String(20))
     webhook_next_at: Mapped[datetime | None] = mapped_column()
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Not claimed before this time (a follow-up waiting for its `after_s`).
+    not_before: Mapped[datetime | None] = mapped_column()
+    # The workflow's `concurrency_key` rendered over the run's parameters: one run per key.
+    concurrency_key: Mapped[str | None] = mapped_column(String(200), index=True)
 
     __table_args__ = (
         Index("ix_runs_status_created", "status", "created_at"),

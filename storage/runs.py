@@ -151,6 +151,7 @@ class RunFilter:
     tag: str | None = None
     schedule_id: str | None = None
     trigger_id: str | None = None
+    parent_run_id: str | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         filters: list[ColumnElement[bool]] = []
@@ -164,6 +165,8 @@ class RunFilter:
             filters.append(Run.schedule_id == self.schedule_id)
         if self.trigger_id:
             filters.append(Run.trigger_id == self.trigger_id)
+        if self.parent_run_id:
+            filters.append(Run.parent_run_id == self.parent_run_id)
         if self.tag:
             filters.append(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == self.tag)))
         if self.text:
@@ -225,3 +228,21 @@ async def delete_run(*, session: AsyncSession, run_id: str) -> None:
     for table in (Artifact, TimelineCard, RunStatusChange, WebhookDelivery, LiveFrame, RunTag):
         await session.execute(delete(table).where(table.run_id == run_id))
     await session.execute(delete(Run).where(Run.id == run_id))
+
+
+async def follow_ups(*, session: AsyncSession, run_id: str, limit: int = 1000) -> list[Run]:
+    """The follow-up chain after `run_id`, in order: its follow-up, that one's, and so on."""
+    chain: list[Run] = []
+    current = run_id
+    while len(chain) < limit:
+        found = await session.scalar(
+            select(Run)
+            .where(Run.parent_run_id == current, Run.source == RunSource.follow_up.value)
+            .order_by(Run.created_at)
+            .limit(1)
+        )
+        if found is None:
+            break
+        chain.append(found)
+        current = found.id
+    return chain

@@ -46,6 +46,7 @@ class RunSource(StrEnum):
     follow_up = "follow_up"
     rerun = "rerun"
     cli = "cli"
+    agent = "agent"  # started by another run's `run_workflow` block
 
 
 class CardKind(StrEnum):

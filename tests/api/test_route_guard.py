@@ -53,6 +53,7 @@ PROTECTED: frozenset[Key] = frozenset(
         ("DELETE", "/api/v1/runs/{run_id}"),
         ("GET", "/api/v1/runs/{run_id}/timeline"),
         ("GET", "/api/v1/runs/{run_id}/activity"),
+        ("GET", "/api/v1/runs/{run_id}/follow-ups"),
         ("GET", "/api/v1/runs/{run_id}/artifacts"),
         ("POST", "/api/v1/runs/{run_id}/cancel"),
         ("POST", "/api/v1/runs/{run_id}/rerun"),

@@ -226,3 +226,58 @@ async def test_only_running_runs_can_expire(db: Database) -> None:
 
     assert (await fetch(db, queued)).status == "queued"
     assert await expired(db, now=utcnow() + timedelta(hours=1)) == []
+
+
+# --- follow-ups not yet due, one run per concurrency key -----------------------------------------
+
+
+async def keyed_runs(db: Database, count: int, key: str | None, **columns: object) -> list[str]:
+    run_ids = []
+    for n in range(count):
+        run_id = await new_run(db, title=f"keyed {n}")
+        async with db.session() as session:
+            run = await session.get(Run, run_id)
+            assert run is not None
+            run.concurrency_key = key
+            for name, value in columns.items():
+                setattr(run, name, value)
+            await session.commit()
+        await move(db, run_id, S.queued)
+        run_ids.append(run_id)
+    return run_ids
+
+
+async def test_a_run_is_not_claimed_before_it_is_due(db: Database) -> None:
+    now = utcnow()
+    (later,) = await keyed_runs(db, 1, None, not_before=now + timedelta(seconds=30))
+    assert await claim(db, "worker-a", now=now) is None
+    assert await claim(db, "worker-a", now=now + timedelta(seconds=29)) is None
+    claimed = await claim(db, "worker-a", now=now + timedelta(seconds=30))
+    assert claimed is not None and claimed.id == later
+
+
+async def test_workers_racing_start_one_run_of_a_key_at_a_time(db: Database) -> None:
+    """Four workers, each with its own engine, claim at once from a queue of six runs of one key
+    and two of another: one run per key starts; the next only once it has ended."""
+    acme = await keyed_runs(db, 6, "acme")
+    globex = await keyed_runs(db, 2, "globex")
+    workers = [Database(db.url) for _ in range(4)]
+    try:
+        for ended in range(len(acme)):
+            start = asyncio.Barrier(len(workers))
+
+            async def race(n: int, worker_db: Database, start: asyncio.Barrier) -> str | None:
+                await start.wait()
+                run = await claim(worker_db, f"worker-{n}")
+                return run.id if run is not None else None
+
+            taken = await asyncio.gather(*(race(n, w, start) for n, w in enumerate(workers)))
+            running = [r for r in taken if r in acme]
+            assert running == [acme[ended]], taken  # the oldest of the key, once
+            await move(db, acme[ended], S.completed)
+            if ended == 0:  # the other key did not wait for acme
+                assert [r for r in taken if r in globex] == [globex[0]]
+        assert await claim(db, "worker-x") is None  # globex[1] waits for globex[0]
+    finally:
+        for worker in workers:
+            await worker.dispose()
