@@ -17,6 +17,7 @@ from api import (
     guard,
     health,
     live,
+    openapi,
     published,
     runs,
     schedules,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(triggers.hooks)  # authenticated by each trigger's token, not API keys
     app.include_router(published.router)  # the workflow format's schema: no data, no key
     install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
+    openapi.install(app)  # every status with its body, typed answers, ids, links
     return app
 
 

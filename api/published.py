@@ -16,7 +16,6 @@ router = APIRouter(prefix=API_PREFIX, tags=["schemas"])
 @router.get(
     "/schemas/workflow.json",
     summary="The JSON Schema of the workflow format (YAML or JSON), the one the API enforces",
-    operation_id="schemas-workflow",
     response_description="A JSON Schema, draft 2020-12",
 )
 async def workflow_schema() -> dict[str, Any]:
