@@ -36,10 +36,16 @@ from runner.workflow import (
 SCHEMA_ID = "https://glassbox.invalid/schemas/workflow.json"
 REF = "#/$defs/{model}"
 
+
+def _given(*names: str) -> dict[str, Any]:
+    """These fields are given: present and not null (the models treat null as not given)."""
+    return {"required": list(names), "properties": {n: {"not": {"type": "null"}} for n in names}}
+
+
 _WAYS = ("selector", "role", "text")
-_EXACTLY_ONE_WAY = {"oneOf": [{"required": [w]} for w in _WAYS]}
+_EXACTLY_ONE_WAY = {"oneOf": [_given(w) for w in _WAYS]}
 _AT_MOST_ONE_WAY = {
-    "not": {"anyOf": [{"required": [a, b]} for i, a in enumerate(_WAYS) for b in _WAYS[i + 1 :]]}
+    "not": {"anyOf": [_given(a, b) for i, a in enumerate(_WAYS) for b in _WAYS[i + 1 :]]}
 }
 _SHORTHANDS: dict[str, dict[str, Any]] = {
     "goto": {"type": "string", "description": "The URL alone: `goto: https://…`"},
@@ -59,9 +65,9 @@ def _rules(model: type[BaseModel]) -> dict[str, Any]:
         else:
             rules.append(_EXACTLY_ONE_WAY)
         if owner is Target:
-            rules.append({"dependentRequired": {"name": ["role"]}})
+            rules.append({"if": _given("name"), "then": _given("role")})
         if issubclass(model, SelectArgs):
-            rules.append({"oneOf": [{"required": ["value"]}, {"required": ["label"]}]})
+            rules.append({"oneOf": [_given("value"), _given("label")]})
     if model is ExtractField:
         rules.append(
             {
@@ -76,7 +82,10 @@ def _rules(model: type[BaseModel]) -> dict[str, Any]:
             {
                 "anyOf": [
                     {"required": ["fields"], "properties": {"fields": {"minProperties": 1}}},
-                    {"required": ["instruction"], "properties": {"instruction": {"minLength": 1}}},
+                    {
+                        "required": ["instruction"],
+                        "properties": {"instruction": {"type": "string", "minLength": 1}},
+                    },
                 ]
             }
         )

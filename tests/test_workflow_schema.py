@@ -95,6 +95,11 @@ GOOD: dict[str, Any] = {
         {"click": {"role": "button", "name": "Go"}},
         {"click": {"text": "Go", "exact": True}},
     ),
+    "null fields are not given": _flow(
+        {"click": {"selector": "#a", "role": None, "text": None, "name": None}},
+        {"select": {"selector": "#s", "value": "v", "label": None}},
+        {"press": {"selector": "#q", "role": None, "key": "Enter"}},
+    ),
     "fill and press": _flow(
         {"fill": {"selector": "#q", "value": "x"}}, {"press": {"key": "Enter"}}
     ),
@@ -150,6 +155,11 @@ BAD: dict[str, Any] = {
     "select with value and label": _flow(
         {"select": {"selector": "#s", "value": "a", "label": "b"}}
     ),
+    "a null way is no way": _flow({"fill": {"role": None, "value": "x"}}),
+    "a null way does not count twice": _flow({"click": {"selector": None, "text": None}}),
+    "extract with a null instruction": {
+        "blocks": [{"label": "e", "type": "extract", "instruction": None}]
+    },
     "select with neither": _flow({"select": {"selector": "#s"}}),
     "fill without value": _flow({"fill": {"selector": "#q"}}),
     "unknown argument": _flow({"click": {"selector": "#a", "force": True}}),
