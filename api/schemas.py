@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from services.runs import RunOptions
 from storage.status import RunSource
@@ -70,7 +70,7 @@ class Proxy(BaseModel):
     password: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
-def _exactly_one(**kinds: str) -> list[dict[str, Any]]:
+def _exactly_one(**kinds: str) -> list[JsonValue]:
     """JSON Schema for "give exactly one of these fields" (each non-null, of its type)."""
     return [
         {"required": [name], "properties": {name: {"type": kind}}} for name, kind in kinds.items()
