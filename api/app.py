@@ -17,6 +17,8 @@ from api import (
     guard,
     health,
     live,
+    openapi,
+    published,
     runs,
     schedules,
     triggers,
@@ -108,7 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api)
     app.include_router(triggers.hooks)  # authenticated by each trigger's token, not API keys
+    app.include_router(published.router)  # the workflow format's schema: no data, no key
     install_ui(app)  # HTML pages and assets, outside /api/v1: they hold no data
+    openapi.install(app)  # every status with its body, typed answers, ids, links
     return app
 
 

@@ -19,7 +19,7 @@ from services.backends import Services, open_services
 from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
 from services.settings import Settings
 from services.uploads import upload_local_files
-from services.workflows import load_workflow_file
+from services.workflows import load_workflow_file, workflow_json_schema
 from storage import migrate
 from storage.artifacts import get_artifact, list_artifacts
 from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
         one = schedule_sub.add_parser(verb, help=f"{text} a schedule")
         one.add_argument("id", help="schedule id (sch_…)")
 
+    schema = sub.add_parser("schema", help="print a JSON Schema (editors validate with it)")
+    schema.add_argument("name", choices=["workflow"], help="workflow: the workflow format")
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations")
@@ -362,6 +365,9 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "schema":  # needs no settings, database or storage
+        sys.stdout.write(json.dumps(workflow_json_schema(), indent=2, ensure_ascii=False) + "\n")
+        raise SystemExit(EXIT_OK)
     try:
         settings = settings or Settings.load()
         if args.command == "run":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from services.runs import RunOptions
 from storage.status import RunSource
@@ -70,10 +70,18 @@ class Proxy(BaseModel):
     password: str | None = Field(default=None, max_length=MAX_TEXT)
 
 
+def _exactly_one(**kinds: str) -> list[JsonValue]:
+    """JSON Schema for "give exactly one of these fields" (each non-null, of its type)."""
+    return [
+        {"required": [name], "properties": {name: {"type": kind}}} for name, kind in kinds.items()
+    ]
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            "oneOf": _exactly_one(workflow="object", workflow_id="string"),
             "examples": [
                 {
                     "workflow": EXAMPLE_WORKFLOW,
@@ -82,7 +90,7 @@ class RunCreate(BaseModel):
                     "tags": ["nightly", "shop"],
                     "metadata": {"ticket": "OPS-42"},
                 }
-            ]
+            ],
         },
     )
 
@@ -159,7 +167,10 @@ class RunRerun(BaseModel):
 class WorkflowCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"definition": EXAMPLE_WORKFLOW}]},
+        json_schema_extra={
+            "oneOf": _exactly_one(definition="object", source="string"),
+            "examples": [{"definition": EXAMPLE_WORKFLOW}],
+        },
     )
 
     definition: dict[str, Any] | None = Field(

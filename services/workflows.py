@@ -16,6 +16,7 @@ from runner.workflow import (
     parse_workflow,
     workflow_to_json,
 )
+from runner.workflow_schema import workflow_json_schema
 from services.backends import Services
 from storage import schedules as stored_schedules
 from storage import triggers as stored_triggers
@@ -40,6 +41,7 @@ __all__ = [
     "save_workflow",
     "secret_env_name",
     "source_line",
+    "workflow_json_schema",
 ]
 
 

@@ -102,6 +102,8 @@ _SHELL = "an HTML shell, the same for everyone; its JavaScript calls /api/v1 wit
 PUBLIC: dict[Key, str] = {
     ("GET", "/openapi.json"): "the API's description (shapes, no records); compose's healthcheck",
     ("HEAD", "/openapi.json"): "the API's description (shapes, no records); compose's healthcheck",
+    ("GET", "/api/v1/schemas/workflow.json"): "the workflow format's JSON Schema (shapes, no "
+    "records), for editors and client generators",
     ("GET", "/docs"): "Swagger UI's page; it reads /openapi.json and calls the API with the key",
     ("MOUNT", "/static/swagger"): "Swagger UI's JavaScript and CSS (swagger-ui-bundle)",
     ("GET", "/"): "a redirect to /runs",

@@ -1,0 +1,296 @@
+"""The shapes of the API's answers, for its OpenAPI description.
+
+The routes build their JSON with the record functions (api/records.py and the routers'
+`record`s); these models mirror those records field by field so that client generators and
+fuzzers know what comes back. They describe, they do not serialize: the JSON stays the one the
+record functions make, and tests/api/test_openapi.py checks real answers against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Json = dict[str, Any]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class Error(_Out):
+    """Every refusal but a 422: what went wrong, in words that name the field or the thing."""
+
+    detail: str = Field(examples=["run not found: run_01J…"])
+
+
+class FieldError(_Out):
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the path"
+    )
+    field: str = Field(description="The field at fault as a dotted path, e.g. `workflow.blocks[0]`")
+    msg: str
+    type: str = Field(description="The kind of error, e.g. `value_error`, `missing`")
+    line: int | None = Field(
+        default=None, description="Where the field is in a workflow sent as YAML/JSON text"
+    )
+    input: Any = Field(default=None, description="An excerpt of the refused input")
+
+
+class FieldErrors(_Out):
+    """422: the request is well-formed HTTP but its content is refused; each item names a field."""
+
+    detail: list[FieldError]
+
+
+class Unavailable(_Out):
+    """503: a component this request needs (the database) is down."""
+
+    detail: str
+    status: str = Field(examples=["unavailable"])
+    down: list[str]
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+class ArtifactRecord(_Out):
+    id: str
+    kind: str = Field(examples=["video"])
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: str | None
+    url: str = Field(description="Where its bytes are served")
+
+
+class RecordCompleteness(_Out):
+    complete: bool
+    missing: list[str]
+
+
+class RunRecord(_Out):
+    id: str
+    title: str
+    status: str = Field(examples=["queued"])
+    source: str = Field(examples=["api"])
+    workflow_id: str | None
+    parent_run_id: str | None
+    schedule_id: str | None
+    trigger_id: str | None
+    tags: list[str]
+    metadata: Json
+    concurrency_key: str | None = Field(description="The workflow's key, rendered")
+    not_before: str | None = Field(description="A follow-up is not claimed before this time")
+    created_at: str | None
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    parameters: Json | None = Field(description="Secret values masked")
+    summary: str | None
+    summary_html: str | None = Field(description="The summary as safe HTML (Markdown, cleaned)")
+    extracted_information: Any
+    failure_reason: str | None
+    step_count: int
+    action_count: int
+    metrics: Json | None
+    record: RecordCompleteness
+    timeout_s: int | None
+    artifacts: list[ArtifactRecord]
+    webhook_url: str | None
+    proxy: Json | None = Field(description="The password masked")
+    extra_http_headers: dict[str, str] | None = Field(description="Secret headers masked")
+    run_with: str | None
+    archived: bool
+    read: bool
+    cancel_requested: bool
+    attempt: int | None
+
+
+class RunPage(_Out):
+    items: list[RunRecord]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+    counts: dict[str, int] = Field(description="Runs per status, for the filters in effect")
+
+
+class TimelineCard(BaseModel):
+    """A card; each kind adds its own fields (verb, target, text, …: see docs/api.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    seq: int
+    kind: str = Field(examples=["action"])
+    created_at: str | None
+    video_ms: int | None
+    block_label: str | None
+    status: str | None
+    duration_ms: int | None
+    screenshot_artifact_id: str | None
+    screenshot_url: str | None
+
+
+class Timeline(_Out):
+    items: list[TimelineCard]
+
+
+class ArtifactList(_Out):
+    items: list[ArtifactRecord]
+
+
+class LastRun(_Out):
+    id: str
+    status: str | None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
+class WorkflowRecord(_Out):
+    id: str
+    title: str
+    description: str | None
+    parameters: Json
+    definition: Json = Field(description="The workflow as stored (secret defaults masked)")
+    source: str = Field(description="The definition as YAML text")
+    created_at: str | None
+    updated_at: str | None
+    last_run: LastRun | None
+
+
+class WorkflowList(_Out):
+    items: list[WorkflowRecord]
+
+
+class ScheduleRecord(_Out):
+    id: str
+    workflow_id: str
+    title: str | None
+    kind: str = Field(examples=["cron", "interval", "once"])
+    cron: str | None
+    interval_s: int | None
+    at: str | None
+    timezone: str | None
+    parameters: Json
+    catch_up: str | None
+    enabled: bool
+    next_fire_at: str | None
+    last_fire_at: str | None
+    last_run: LastRun | None
+    last_error: str | None
+    skipped: int | None
+    tags: list[str]
+    metadata: Json
+    created_at: str | None
+    updated_at: str | None
+
+
+class ScheduleList(_Out):
+    items: list[ScheduleRecord]
+
+
+class TriggerRecord(_Out):
+    id: str
+    workflow_id: str
+    name: str | None
+    url: str = Field(description="Where to POST a call")
+    token_prefix: str | None
+    parameters: Json
+    signed: bool
+    enabled: bool
+    fire_count: int
+    last_fired_at: str | None
+    last_run_id: str | None
+    tags: list[str]
+    metadata: Json
+    created_at: str | None
+
+
+class TriggerCreated(TriggerRecord):
+    token: str = Field(description="Shown once: only its hash is kept")
+    hmac_secret: str | None = Field(default=None, description="Shown once, when `signed`")
+
+
+class TriggerList(_Out):
+    items: list[TriggerRecord]
+
+
+class UploadRecord(_Out):
+    id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: str
+
+
+class Health(_Out):
+    status: str = Field(examples=["ok", "unavailable"])
+    workers: int
+    worker_restarts: int
+    database_outages: int
+    down: list[str] = Field(description="What is down, each naming its component")
+
+
+class Activity(_Out):
+    requests: list[Json]
+    console: list[Json]
+    truncated: bool
+    missing: list[str]
+
+
+class Reproduction(BaseModel):
+    """Snippets that recreate the run (curl, Python, PowerShell) and the variables they read."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+RESPONSES: dict[str, type[BaseModel]] = {
+    "runs-create": RunRecord,
+    "runs-list": RunPage,
+    "runs-get": RunRecord,
+    "runs-activity": Activity,
+    "runs-timeline": Timeline,
+    "runs-artifacts": ArtifactList,
+    "runs-cancel": RunRecord,
+    "runs-rerun": RunRecord,
+    "runs-duplicate": RunRecord,
+    "runs-archive": RunRecord,
+    "runs-unarchive": RunRecord,
+    "runs-read": RunRecord,
+    "runs-unread": RunRecord,
+    "runs-reproduce": Reproduction,
+    "artifacts-get": ArtifactRecord,
+    "workflows-create": WorkflowRecord,
+    "workflows-list": WorkflowList,
+    "workflows-get": WorkflowRecord,
+    "workflows-replace": WorkflowRecord,
+    "schedules-create": ScheduleRecord,
+    "workflows-schedules-create": ScheduleRecord,
+    "schedules-list": ScheduleList,
+    "workflows-schedules-list": ScheduleList,
+    "schedules-get": ScheduleRecord,
+    "schedules-update": ScheduleRecord,
+    "workflows-triggers-create": TriggerCreated,
+    "workflows-triggers-list": TriggerList,
+    "triggers-list": TriggerList,
+    "triggers-get": TriggerRecord,
+    "uploads-create": UploadRecord,
+    "uploads-get": UploadRecord,
+    "service-health": Health,
+    "hooks-call": RunRecord,
+}
+"""The answer's model of each operation (by operationId) whose route returns a plain dict."""
+
+CREATES: dict[type[BaseModel], str] = {
+    RunRecord: "run_id",
+    WorkflowRecord: "workflow_id",
+    ScheduleRecord: "schedule_id",
+    TriggerCreated: "trigger_id",
+    UploadRecord: "upload_id",
+}
+"""What a created record's `id` is called in the paths of the operations that take it."""
