@@ -208,4 +208,6 @@ def test_nothing_stored_holds_the_secret_when_masking_failed(unmaskable: Recorde
     assert scan.leaks == []
     # The clear trace and HAR spooled for masking are gone with the spool.
     spool = unmaskable.data_dir / "spool"
-    assert not spool.exists() or not any(spool.rglob("*")), list(spool.rglob("*"))
+    # (An empty run directory may outlive the masking thread that timed out; no file may.)
+    left = [p for p in spool.rglob("*") if p.is_file()] if spool.exists() else []
+    assert left == [], left
