@@ -16,7 +16,7 @@ from runner.templating import render_template
 from runner.workflow import FollowUp
 from storage.errors import ValidationFailed
 from storage.models import Run, utcnow
-from storage.runs import create_run, transition
+from storage.runs import copy_run, transition
 from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
@@ -53,22 +53,8 @@ async def queue_follow_up(
     if made >= follow_up.max_count:
         return None
     now = utcnow()
-    successor = await create_run(
-        session=session,
-        title=run.title,
-        definition=run.definition,
-        parameters=run.parameters,
-        source=RunSource.follow_up,
-        timeout_s=run.timeout_s,
-        workflow_id=run.workflow_id,
-        parent_run_id=run.id,
-        webhook_url=run.webhook_url,
-        proxy=run.proxy,
-        extra_http_headers=run.extra_http_headers,
-        run_with=run.run_with,
-        sealed_secrets=sealed_secrets,
-        tags=list(run.tags or []),
-        metadata=run.run_metadata,
+    successor = await copy_run(
+        session=session, run=run, source=RunSource.follow_up, sealed_secrets=sealed_secrets
     )
     successor.not_before = now + timedelta(seconds=follow_up.after_s)
     successor.concurrency_key = run.concurrency_key

@@ -24,7 +24,7 @@ from storage.models import Run, TimelineCard, utcnow
 from storage.notify import CANCEL, QUEUE, Notifier, Subscription, publish_run_event, publish_status
 from storage.queue import cancel_requested, claim_next, expired_runs, heartbeat
 from storage.retry import backoff, is_transient
-from storage.runs import create_run, get_run, transition
+from storage.runs import copy_run, get_run, transition
 from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
@@ -429,20 +429,8 @@ class Worker:
             depth, child = depth + 1, parent
         if depth >= self.options.retry_interrupted:
             return None
-        retry = await create_run(
-            session=session,
-            title=run.title,
-            definition=run.definition,
-            parameters=run.parameters,
-            source=RunSource.rerun,
-            timeout_s=run.timeout_s,
-            workflow_id=run.workflow_id,
-            parent_run_id=run.id,
-            webhook_url=run.webhook_url,
-            proxy=run.proxy,
-            extra_http_headers=run.extra_http_headers,
-            run_with=run.run_with,
-            sealed_secrets=sealed,
+        retry = await copy_run(
+            session=session, run=run, source=RunSource.rerun, sealed_secrets=sealed
         )
         await transition(session=session, run_id=retry.id, to=RunStatus.queued)
         return retry.id

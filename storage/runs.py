@@ -71,6 +71,30 @@ async def create_run(
     return run
 
 
+async def copy_run(
+    *, session: AsyncSession, run: Run, source: RunSource, sealed_secrets: str | None
+) -> Run:
+    """A new run of `run`'s definition with its parameters and options (tags and metadata
+    included), `parent_run_id` pointing at it: a retry or a follow-up. Not queued yet."""
+    return await create_run(
+        session=session,
+        title=run.title,
+        definition=run.definition,
+        parameters=run.parameters,
+        source=source,
+        timeout_s=run.timeout_s,
+        workflow_id=run.workflow_id,
+        parent_run_id=run.id,
+        webhook_url=run.webhook_url,
+        proxy=run.proxy,
+        extra_http_headers=run.extra_http_headers,
+        run_with=run.run_with,
+        sealed_secrets=sealed_secrets,
+        tags=list(run.tags or []),
+        metadata=run.run_metadata,
+    )
+
+
 async def get_run(*, session: AsyncSession, run_id: str, lock: bool = False) -> Run:
     query = select(Run).where(Run.id == run_id)
     if lock:
