@@ -108,6 +108,7 @@ class PostgresNotifier(LocalNotifier):
         import psycopg
 
         delay = 0.5
+        failures = 0  # since the last connection that worked: the first is logged in full
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
@@ -115,13 +116,19 @@ class PostgresNotifier(LocalNotifier):
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     self._ready.set()
-                    delay = 0.5
+                    if failures:
+                        log.warning("LISTEN connection back after %d failed attempts", failures)
+                    delay, failures = 0.5, 0
                     async for note in conn.notifies():
                         self.deliver(note.channel, note.payload)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                else:
+                    log.warning("LISTEN reconnect %d failed (%s); retrying", failures, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 

@@ -329,6 +329,7 @@ def test_health_names_the_database_while_it_is_down(serve: Any, serve_proxy: Tcp
     before = answer.json()
     assert before["status"] == "ok" and before["workers"] == 1 and before["down"] == []
 
+    since = serve.log_size()
     serve_proxy.refuse()
     try:
         answer = health(serve)
@@ -337,6 +338,12 @@ def test_health_names_the_database_while_it_is_down(serve: Any, serve_proxy: Tcp
         assert body["status"] == "unavailable"
         assert [item.split(":")[0] for item in body["down"]] == ["database"], body
         assert "refused" in body["down"][0] or "closed" in body["down"][0], body
+        # The live-event listener retries with backoff: one traceback, then a line per attempt.
+        wait_until(
+            lambda: "LISTEN reconnect 2 failed" in serve.output(since),
+            timeout=10,
+            what="the listener's second failed reconnect in the log",
+        )
     finally:
         serve_proxy.restore()
     answer = wait_until(
@@ -346,6 +353,13 @@ def test_health_names_the_database_while_it_is_down(serve: Any, serve_proxy: Tcp
     )
     assert answer.json()["down"] == []
     assert serve.alive()
+    wait_until(
+        lambda: "LISTEN connection back after" in serve.output(since),
+        timeout=15,
+        what="the listener back",
+    )
+    told = serve.log.read_bytes()[since:].decode(errors="replace")
+    assert told.count("LISTEN connection lost") == 1, told[-8000:]
 
 
 def chromium_pids(ancestor: int) -> list[int]:
