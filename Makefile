@@ -1,6 +1,8 @@
 # Glassbox — `make run` for the demo, `make test` for the whole suite.
 PY ?= python3
 VENV := .venv
+# pytest processes for `make test` (pytest-xdist; a test module stays on one, with its servers)
+TEST_PROCESSES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -24,7 +26,7 @@ test: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/vulture
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check --fix .

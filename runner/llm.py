@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import openai
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -80,6 +79,8 @@ class Completion:
 class LLMClient:
     def __init__(self, settings: LLMSettings) -> None:
         self.settings = settings
+        import openai  # here: it takes a while to load, and most processes never call an LLM
+
         key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
         self.client = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
@@ -101,6 +102,8 @@ class LLMClient:
     async def chat(
         self, *, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> Completion:
+        import openai
+
         started = time.monotonic()
         where = self.settings.llm_base_url or "api.openai.com"
         try:

@@ -12,22 +12,19 @@ import os
 import re
 import secrets
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, Any, Protocol, Self
 from urllib.parse import quote, urlsplit
 from urllib.request import url2pathname
 
 import certifi
 import urllib3
-from minio import Minio
-from minio.deleteobjects import DeleteObject
-from minio.error import MinioException, S3Error, ServerError
-from minio.helpers import check_bucket_name
 
 from storage.settings import StorageSettings
 
@@ -107,14 +104,21 @@ def storage_failure(exc: BaseException) -> str:
 
 def unavailable(exc: BaseException) -> bool:
     """The store could not be reached or answered "busy": worth retrying later."""
+    minio_error = _minio_errors()
     for cause in _causes(exc):
-        if isinstance(cause, S3Error):
+        if minio_error and isinstance(cause, minio_error.S3Error):
             return cause.code in _BUSY_CODES
-        if isinstance(cause, ServerError | urllib3.exceptions.HTTPError | ConnectionError):
+        if isinstance(cause, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
             return True
-        if isinstance(cause, TimeoutError | MinioException) and not isinstance(cause, S3Error):
+        if minio_error and isinstance(cause, minio_error.ServerError | minio_error.MinioException):
             return True
     return False
+
+
+def _minio_errors() -> Any:
+    """minio's error classes if minio is in use (an error of its can only come from it): it is
+    imported by the S3 store alone, as it takes a while (argon2, pycryptodome)."""
+    return sys.modules.get("minio.error")
 
 
 def transient(exc: BaseException) -> bool:
@@ -130,9 +134,10 @@ def _connection_problem(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(cause, ConnectionResetError):
             return "connection reset"
-        if isinstance(cause, ServerError):
+        minio_error = _minio_errors()
+        if minio_error and isinstance(cause, minio_error.ServerError):
             return f"HTTP {cause.status_code}"
-        if isinstance(cause, S3Error):
+        if minio_error and isinstance(cause, minio_error.S3Error):
             return f"{cause.code}: {cause.message}"
     for cause in causes:
         if isinstance(cause, OSError) and cause.errno is not None:
@@ -452,6 +457,9 @@ class _HashingReader:
 
 
 class S3ObjectStore:
+    """Objects in an S3 bucket, through the minio client (imported where used: it loads
+    argon2 and pycryptodome, which a process on a local store never needs)."""
+
     def __init__(
         self,
         *,
@@ -464,6 +472,8 @@ class S3ObjectStore:
         secure: bool = True,
         part_size: int = S3_PART_SIZE,
     ) -> None:
+        from minio import Minio
+
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         if self.prefix:
@@ -497,6 +507,8 @@ class S3ObjectStore:
         return self.prefix + check_key(key)
 
     def _ensure_bucket(self) -> None:
+        from minio.error import S3Error
+
         if self._bucket_ready:
             return
         with self._bucket_lock:
@@ -533,6 +545,8 @@ class S3ObjectStore:
         return self.put(key, file_chunks(path), content_type=content_type)
 
     def open(self, key: str, *, start: int = 0, end: int | None = None) -> ByteStream:
+        from minio.error import S3Error
+
         _check_range(start, end)
         name = self._name(key)
         length = 0 if end is None else end - start + 1
@@ -554,6 +568,8 @@ class S3ObjectStore:
         return ByteStream(response.stream(CHUNK_SIZE), release)
 
     def size(self, key: str) -> int:
+        from minio.error import S3Error
+
         name = self._name(key)
         try:
             info = self._client.stat_object(self.bucket, name)
@@ -595,6 +611,8 @@ class S3ObjectStore:
         )
 
     def delete(self, key: str) -> None:
+        from minio.error import S3Error
+
         name = self._name(key)
         try:
             self._client.remove_object(self.bucket, name)
@@ -603,6 +621,9 @@ class S3ObjectStore:
                 raise
 
     def delete_prefix(self, prefix: str) -> int:
+        from minio.deleteobjects import DeleteObject
+        from minio.error import S3Error
+
         full = self.prefix + check_prefix(prefix)
         try:
             names = [
@@ -662,6 +683,8 @@ def _open_s3(settings: StorageSettings, url: str) -> S3ObjectStore:
             f"GLASSBOX_STORAGE_URL {url!r}: expected s3://bucket[/prefix] "
             "(credentials go in GLASSBOX_S3_ACCESS_KEY / GLASSBOX_S3_SECRET_KEY)"
         )
+    from minio.helpers import check_bucket_name
+
     try:
         check_bucket_name(bucket)
     except ValueError as exc:

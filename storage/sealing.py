@@ -8,14 +8,14 @@ drops them when the run ends.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import os
 import stat
 from pathlib import Path
 from typing import Any
-
-from cryptography.fernet import Fernet, InvalidToken
 
 from storage.errors import ConfigurationError
 
@@ -29,8 +29,10 @@ def load_key(configured: str | None, data_dir: Path) -> bytes:
     if configured:
         key = configured.strip().encode()
         try:
-            Fernet(key)
-        except ValueError:
+            valid = len(base64.urlsafe_b64decode(key)) == 32  # what Fernet(key) checks
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
             raise ConfigurationError(
                 "GLASSBOX_SECRET_KEY must be a Fernet key (32 url-safe base64-encoded bytes)"
             ) from None
@@ -40,7 +42,7 @@ def load_key(configured: str | None, data_dir: Path) -> bytes:
         _tighten(path)
         return path.read_bytes().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
+    key = base64.urlsafe_b64encode(os.urandom(32))  # Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
     except FileExistsError:  # another process of this machine made it first
@@ -74,18 +76,33 @@ def _tighten(path: Path) -> None:
 
 
 class Sealer:
+    """Seals and opens with the key. cryptography is loaded at the first use: it takes a while,
+    and many processes (the CLI's list verbs) never seal anything."""
+
     def __init__(self, key: bytes) -> None:
-        self._fernet = Fernet(key)
+        self._key = key
+        self._cipher: Any = None
+
+    @property
+    def _fernet(self) -> Any:
+        if self._cipher is None:
+            from cryptography.fernet import Fernet
+
+            self._cipher = Fernet(self._key)
+        return self._cipher
 
     def seal(self, values: dict[str, Any]) -> str | None:
         """`values` (JSON data) encrypted; None when there is nothing to seal."""
         if not values:
             return None
-        return self._fernet.encrypt(json.dumps(values).encode()).decode()
+        sealed: bytes = self._fernet.encrypt(json.dumps(values).encode())
+        return sealed.decode()
 
     def open(self, sealed: str | None) -> dict[str, Any]:
         if not sealed:
             return {}
+        from cryptography.fernet import InvalidToken
+
         try:
             return dict(json.loads(self._fernet.decrypt(sealed.encode())))
         except InvalidToken:

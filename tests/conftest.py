@@ -24,7 +24,10 @@ from storage.settings import StorageSettings
 from storage.status import RunSource, RunStatus
 from storage.timeline import list_cards
 
-pytest_plugins = ["tests.skip_banner"]  # skipped PostgreSQL/S3 tests announced loudly
+pytest_plugins = [
+    "tests.skip_banner",  # skipped PostgreSQL/S3 tests announced loudly
+    "tests.tool_counts",  # product and tool tests counted apart
+]
 
 
 @pytest.fixture(scope="session")

@@ -127,14 +127,16 @@ async def kill_mid_run(
 
 
 async def salvaged(services: Services, run_id: str) -> Any:
-    """The run and its artifacts once it is interrupted and its spool is gone."""
+    """The run and its artifacts once it is interrupted and its spool is gone. The spool is
+    looked at first: the salvage stores the record, then deletes the spool (a row read before
+    the spool is seen gone may predate the salvage)."""
+    if (services.spool_dir / run_id).exists():
+        return None
     async with services.db.session() as session:
         found = await get_run(session=session, run_id=run_id)
         await session.refresh(found)
         artifacts = await list_artifacts(session=session, run_id=run_id)
-    if found.status == "interrupted" and not (services.spool_dir / run_id).exists():
-        return found, artifacts
-    return None
+    return (found, artifacts) if found.status == "interrupted" else None
 
 
 async def check_salvaged(
