@@ -104,16 +104,20 @@ async def retrying(
     budget_s: float,
     transient: Callable[[BaseException], bool],
     what: str,
+    stop_by: Callable[[], float | None] = lambda: None,
 ) -> T:
     """`attempt()` again after a transient failure, backing off (0.5 s doubling to 5 s) while
-    `budget_s` lasts; the last failure is raised."""
+    `budget_s` lasts, and not past `stop_by()` (time.monotonic(), asked after each failure: set
+    when the worker shuts down); the last failure is raised."""
     deadline = time.monotonic() + budget_s
     delay = RETRY_FIRST_S
     while True:
         try:
             return await attempt()
         except Exception as exc:
-            if not transient(exc) or time.monotonic() + delay > deadline:
+            stop = stop_by()
+            until = deadline if stop is None else min(deadline, stop)
+            if not transient(exc) or time.monotonic() + delay > until:
                 raise
             log.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
             await asyncio.sleep(delay)
@@ -138,6 +142,8 @@ class ArtifactSink:
         self.run_id = run_id
         self.retry_s = retry_s
         self.pending = pending
+        # When retries must end sooner than retry_s (its worker shutting down), else None.
+        self.stop_by: Callable[[], float | None] = lambda: None
         self._names: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()
 
@@ -193,6 +199,7 @@ class ArtifactSink:
             attempt,
             budget_s=self.retry_s,
             transient=database_transient,
+            stop_by=self.stop_by,
             what=f"run {self.run_id}: artifact row {kind.value} {name}",
         )
 
@@ -270,6 +277,7 @@ class ArtifactSink:
                 lambda: asyncio.to_thread(put, key, content_type),
                 budget_s=self.retry_s,
                 transient=transient,
+                stop_by=self.stop_by,
                 what=f"run {self.run_id}: storing {kind.value} {name}",
             )
         except Exception as exc:

@@ -58,6 +58,16 @@ class RunnerEnv:
     frame_listener: FrameListener | None = None
     # Runs waiting for a child run (`run_workflow` with `wait`): they hold no worker slot.
     waiting: set[str] = field(default_factory=set)
+    # Set when the worker shuts down (time.monotonic()): its runs' writes are retried until
+    # then at most (not their time limit); what is not stored stays in the spool, for the
+    # salvage, and the reaper ends the run `interrupted`.
+    stop_writes_by: float | None = None
+
+
+def capped(deadline: float, env: RunnerEnv) -> Callable[[], float]:
+    """`deadline` for a write's retries, brought closer if the worker starts shutting down
+    while they go on (`RunnerEnv.stop_writes_by`)."""
+    return lambda: deadline if env.stop_writes_by is None else min(deadline, env.stop_writes_by)
 
 
 class CardWriter:
@@ -93,7 +103,7 @@ class CardWriter:
                 cards = await self.env.db.retrying(
                     functools.partial(self._store, batch),
                     doing=f"storing timeline cards of {self.run_id}",
-                    deadline=self.deadline(),
+                    deadline=capped(self.deadline(), self.env),
                 )
             except Exception as error:
                 self.unstored += len(batch)
@@ -177,6 +187,7 @@ class RunContext:
         self.spool = env.spool_dir / run.id
         self.spool.mkdir(parents=True, exist_ok=True)
         self.sink = ArtifactSink(db=env.db, store=env.store, run_id=run.id)
+        self.sink.stop_by = lambda: env.stop_writes_by
         self.recorder = RunRecorder.for_run(
             sink=self.sink, masker=self.masker, spool=self.spool, settings=self.settings
         )
@@ -218,8 +229,10 @@ class RunContext:
     def write_deadline(self) -> float:
         """Until when (time.monotonic()) the writes that keep the run's record are retried
         while the database is down: the run's time limit, and at least FINAL_WRITES_S from
-        now."""
-        return max(self.started + self.run.timeout_s, time.monotonic() + FINAL_WRITES_S)
+        now — unless its worker is shutting down (`RunnerEnv.stop_writes_by`)."""
+        deadline = max(self.started + self.run.timeout_s, time.monotonic() + FINAL_WRITES_S)
+        stop_by = self.env.stop_writes_by
+        return deadline if stop_by is None else min(deadline, stop_by)
 
     def time_limit_reason(self) -> str:
         return f"the run exceeded its time limit of {self.run.timeout_s} s"

@@ -9,7 +9,7 @@ import logging
 from runner import codegen
 from runner.artifacts import release_spool
 from runner.blocks import run_blocks
-from runner.context import RunContext, RunnerEnv
+from runner.context import RunContext, RunnerEnv, capped
 from runner.errors import RunEnded, StepFailed
 from runner.followups import decide, queue_follow_up
 from runner.recorder import store
@@ -113,7 +113,7 @@ class RunExecution:
             await ctx.env.db.retrying(
                 lambda: self._save(status, reason),
                 doing=f"storing the end of {ctx.run.id}",
-                deadline=ctx.write_deadline(),
+                deadline=capped(ctx.write_deadline(), ctx.env),
             )
         except Exception:
             log.exception("run %s: its end (%s) could not be stored", ctx.run.id, status.value)

@@ -206,6 +206,9 @@ class _Salvage:
                 continue
             self.struck.add(entry.get("line", ""))
             self._stored(kind, name)
+            # Its spool file may still be there (its object was stored, its row was not):
+            # the leftovers below must not store it a second time.
+            self.have.add((kind.value, name))
             if entry.get("file"):
                 (self.spool / entry["file"]).unlink(missing_ok=True)
             meta.unlink(missing_ok=True)
@@ -289,6 +292,9 @@ class _Salvage:
             (ArtifactKind.trace, spool / "trace.zip", SecretMasker.mask_zip),
         ):
             if not path.is_file():
+                continue
+            if (kind.value, path.name) in self.have:  # stored (or kept) before: not twice
+                path.unlink(missing_ok=True)
                 continue
             if masker is None:
                 self.result.failed.append(

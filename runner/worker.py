@@ -30,6 +30,8 @@ from storage.status import RunSource, RunStatus
 log = logging.getLogger(__name__)
 
 LIVE_FRAME_INTERVAL_S = 0.25
+# A worker shutting down while the database is down waits this long for its runs' writes.
+SHUTDOWN_WRITES_S = 10.0
 
 
 class BrowserGone(RuntimeError):
@@ -285,7 +287,11 @@ class Worker:
         await publish_run_event(self.notifier, card.run_id, "card", seq=card.seq)
 
     async def _stop_runs(self) -> None:
-        """Shutting down: running runs are canceled, and keep what they recorded."""
+        """Shutting down: running runs are canceled, and keep what they recorded — what the
+        database takes within SHUTDOWN_WRITES_S (it may be down: the rest stays in the spool
+        for the salvage, and the run's lease runs out for the reaper)."""
+        if self.env is not None:
+            self.env.stop_writes_by = time.monotonic() + SHUTDOWN_WRITES_S
         for task in list(self.tasks.values()):
             task.cancel()
         if self.tasks:

@@ -110,7 +110,7 @@ class Database:
         operation: Callable[[], Awaitable[T]],
         *,
         doing: str,
-        deadline: float | None = None,
+        deadline: float | Callable[[], float] | None = None,
         cap: float = MAX_DELAY_S,
     ) -> T:
         """`operation()` (which opens its own session) retried with backoff while the database

@@ -115,11 +115,12 @@ async def retrying(
     *,
     outage: Outage,
     doing: str,
-    deadline: float | None = None,
+    deadline: float | Callable[[], float] | None = None,
     cap: float = MAX_DELAY_S,
 ) -> T:
     """`operation()` until it succeeds, waiting with backoff after each transient error; gives up
-    (raising the last error) on any other error, or once `deadline` (time.monotonic()) passed.
+    (raising the last error) on any other error, or once `deadline` (time.monotonic(); or a
+    function giving it, asked after each failure: it may come closer) passed.
     `operation` must be safe to repeat: it opens its own session each time."""
     attempt = 0
     while True:
@@ -130,7 +131,8 @@ async def retrying(
                 raise
             outage.failed(error, doing)
             delay = backoff(attempt, cap=cap)
-            if deadline is not None and time.monotonic() + delay > deadline:
+            until = deadline() if callable(deadline) else deadline
+            if until is not None and time.monotonic() + delay > until:
                 raise
             attempt += 1
             await asyncio.sleep(delay)

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
@@ -43,6 +44,7 @@ from storage.status import CardKind, RunSource
 from storage.timeline import list_cards
 from tests.api.conftest import (
     Proc,
+    glassbox_command,
     running_service,
     spawn_glassbox,
     stepwise_workflow,
@@ -497,7 +499,7 @@ async def test_cards_wait_for_the_database_in_order_or_are_named_in_the_record(
                 for n in range(2)
             ]
             await session.commit()
-        env = SimpleNamespace(db=services.db, listeners=[])
+        env = SimpleNamespace(db=services.db, listeners=[], stop_writes_by=None)
 
         def card(text: str) -> dict[str, Any]:
             return {"kind": CardKind.thought, "video_ms": 0, "data": {"text": text}}
@@ -531,3 +533,85 @@ async def test_cards_wait_for_the_database_in_order_or_are_named_in_the_record(
         assert stored == [(1, "before"), (2, "during 0"), (3, "during 1"), (4, "during 2")]
     finally:
         await services.close()
+
+
+# --- (e) a worker stopped during an outage ------------------------------------------------------
+
+
+def test_a_worker_stopped_while_the_database_is_down_exits_soon_and_loses_nothing(
+    tmp_path: Path, cluster: pg.PrivateCluster, site: SiteServer
+) -> None:
+    """SIGTERM to `glassbox worker` mid-run while PostgreSQL is unreachable: it waits a few
+    seconds for its run's writes (not the run's time limit, minutes), exits, and keeps the run's
+    recording in its spool; once the database is back, the next worker ends the run
+    `interrupted` and stores what it recorded."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+    env.update(WORKER_ENV)
+    # A database of its own: the module's `serve` (and its worker) must not take the run.
+    with psycopg.connect(cluster.admin_url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS stopping WITH (FORCE)")
+        admin.execute("CREATE DATABASE stopping")
+    direct = cluster.url.rsplit("/", 1)[0] + "/stopping"
+    services = open_on(direct, data_dir)  # migrates
+    with TcpProxy(cluster.port) as proxy:
+        proxied = f"postgresql://postgres@127.0.0.1:{proxy.port}/stopping"
+        env.update({"GLASSBOX_DATA_DIR": str(data_dir), "GLASSBOX_DATABASE_URL": proxied})
+        worker = spawn_glassbox(
+            "worker", ["worker"], env=env, cwd=tmp_path, log=tmp_path / "worker.log"
+        )
+        try:
+
+            async def started() -> str:
+                run_id = await enqueue(services, stepwise_workflow(site, steps=20, step_ms=800))
+
+                async def acting() -> bool:
+                    now = await seen(services, run_id)
+                    return now.status == "running" and len(now.cards) >= 4
+
+                await until(acting, timeout=60, what="the run to act")
+                return run_id
+
+            run_id = asyncio.run(started())
+            proxy.refuse()
+            time.sleep(1)
+            asked = time.monotonic()
+            worker.popen.send_signal(signal.SIGTERM)
+            worker.popen.wait(timeout=60)
+            took = time.monotonic() - asked
+            assert took < 30, f"the worker took {took:.0f} s to stop:\n{worker.tail()}"
+            assert (data_dir / "spool" / run_id).is_dir(), worker.tail()
+        finally:
+            proxy.restore()
+            stop_proc(worker)
+
+    async def recovered() -> Seen:
+        await asyncio.sleep(LEASE_S)  # the stopped worker's lease runs out
+        salvage = await asyncio.create_subprocess_exec(
+            *glassbox_command(),
+            "worker",
+            "--salvage",
+            env={**env, "GLASSBOX_DATABASE_URL": direct},
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        said, _ = await asyncio.wait_for(salvage.communicate(), 90)
+        assert salvage.returncode == 0, said.decode()
+        async with services.db.session() as session:
+            names = (
+                await session.execute(
+                    select(Artifact.kind, Artifact.name).where(Artifact.run_id == run_id)
+                )
+            ).all()
+        assert len(names) == len(set(names)), sorted(names)  # nothing stored twice
+        return await seen(services, run_id)
+
+    try:
+        outcome = asyncio.run(recovered())
+    finally:
+        asyncio.run(services.close())
+    assert outcome.status == "interrupted", outcome
+    assert outcome.artifacts.get("video") == 1, outcome
+    assert {"console", "har"} <= set(outcome.artifacts), outcome
+    assert not (data_dir / "spool" / run_id).exists()
