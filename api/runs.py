@@ -133,6 +133,7 @@ async def rerun(run_id: str, services: ServicesDep, body: RunRerun | None = None
         parameters=given.parameters,
         extra_http_headers=given.extra_http_headers,
         proxy_password=given.proxy_password,
+        from_block=given.from_block,
     )
     return public_record(new, [])
 

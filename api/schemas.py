@@ -162,6 +162,12 @@ class RunRerun(BaseModel):
         default=None, description="Values of the run's secret headers."
     )
     proxy_password: str | None = Field(default=None, description="The proxy's password.")
+    from_block: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A block's label: the blocks before it replay the run's own recorded "
+        "actions (no LLM call), it and the rest run live.",
+    )
 
 
 class WorkflowCreate(BaseModel):

@@ -168,13 +168,32 @@ def code_locator(element: Element) -> str:
     return f"page.locator({q(element.tag)}).first"
 
 
-async def run_goal(ctx: RunContext, block: wf.GoalBlock) -> None:
+def element_spec(element: Element) -> dict[str, Any]:
+    """The locator of `code_locator`, as the action cache keeps it (runner.locators)."""
+    attrs = element.attrs
+    if attrs.get("id") and re.fullmatch(r"[A-Za-z][\w-]*", attrs["id"]):
+        return {"css": "#" + attrs["id"]}
+    if attrs.get("name"):
+        return {"css": element.tag + "[name=" + json.dumps(attrs["name"]) + "]"}
+    role = attrs.get("role") or {"a": "link", "button": "button"}.get(element.tag)
+    name = attrs.get("aria-label") or element.text
+    if role and name:
+        return {"role": role, "name": name, "first": True}
+    if name:
+        return {"text": name, "first": True}
+    return {"css": element.tag, "first": True}
+
+
+async def run_goal(ctx: RunContext, block: wf.GoalBlock, *, resumed: bool = False) -> None:
+    """Runs the agent to the block's goal; `resumed`: it takes over a replay of the block that
+    no longer matched the page (runner.replay), from where the replay stopped."""
     client = ctx.llm()
     model = block.model or ctx.workflow.model or client.settings.llm_model
     placeholders = secret_placeholders(ctx)
     goal = hide_secrets(ctx.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
-    ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
+    if not resumed:
+        ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
     url_in_code: str | None = None
     for step in range(1, block.max_steps + 1):
         await ctx.settle_tabs()
@@ -413,7 +432,7 @@ async def _step_call(
             )
         assert ctx.page is not None
         handle = await element_handle(ctx.page, observation, number)
-        located = Located(handle, element.line(), code_locator(element))
+        located = Located(handle, element.line(), code_locator(element), element_spec(element))
     elif name in ELEMENT_TOOLS:
         raise ToolProblem(f"{name} needs an element")
     step_args: wf.StepArgs

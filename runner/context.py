@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from runner import codegen
 from runner.artifacts import ArtifactSink
+from runner.cache import ActionLog
 from runner.llm import LLMClient, LLMSettings
 from runner.observe import track_click_listeners
 from runner.recorder import RunRecorder
@@ -187,6 +188,11 @@ class RunContext:
         self.cards = CardWriter(env, run.id, self.write_deadline)
         self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
         self.code_body: list[str] = []
+        # The action cache: what this run did (`actions`), what it replays (`replayed`:
+        # label → the cached block), and where that came from (`replay`: for the run record).
+        self.actions = ActionLog()
+        self.replayed: dict[str, dict[str, Any]] = {}
+        self.replay: dict[str, Any] = {}
         self.browser_context: BrowserContext | None = None
         self.page: Page | None = None
         self.step_count = 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from runner import codegen
+from runner import codegen, replay
 from runner.artifacts import release_spool
 from runner.blocks import run_blocks
 from runner.context import RunContext, RunnerEnv
@@ -47,6 +47,7 @@ class RunExecution:
         try:
             async with asyncio.timeout(ctx.run.timeout_s) as ctx.deadline:
                 await ctx.open_browser()
+                await replay.prepare(ctx)
                 await run_blocks(ctx)
         except StepFailed as exc:
             status, reason = RunStatus.failed, exc.reason
@@ -102,6 +103,11 @@ class RunExecution:
         self.missing = [ctx.masker.mask_text(text) for text in missing]
         await ctx.cards.flush()  # retried while the database is down, within a bound
         self.missing += ctx.cards.missing()
+        try:
+            await replay.save(ctx)
+        except Exception:
+            log.exception("run %s: its actions could not be stored", ctx.run.id)
+            self.missing.append("action cache: the run's actions could not be stored")
         if status is RunStatus.completed and not ctx.summary:
             ctx.summary = self._summary()
         if status is RunStatus.completed and ctx.workflow.follow_up is not None:
@@ -135,6 +141,8 @@ class RunExecution:
             run.action_count = ctx.action_count
             run.metrics = dict(ctx.metrics)
             run.record_missing = list(self.missing) or None
+            if ctx.replay:
+                run.replay = ctx.replay
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
             elif run.status != status.value:  # else stored by an attempt whose answer was lost

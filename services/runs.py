@@ -73,6 +73,7 @@ class RunOptions:
     run_with: str = "agent"
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
+    replay: dict[str, Any] | None = None  # a rerun from a block, a continuation (runner.replay)
 
     REQUESTED: ClassVar[tuple[str, ...]] = (
         "title",
@@ -244,6 +245,7 @@ async def queue_run(
             tags=list(options.tags),
             metadata=options.metadata,
         )
+        run.replay = options.replay
         if within is not None:  # first: a run that loses its race copies nothing
             await within(session, run)
         superseded: list[str] = []
@@ -364,11 +366,13 @@ async def rerun(
     parameters: dict[str, Any] | None = None,
     extra_http_headers: dict[str, str] | None = None,
     proxy_password: str | None = None,
+    from_block: str | None = None,
 ) -> Run:
     """A new run with the same workflow, inputs and options, `parent_run_id` set. Secret
     values are not kept once a run has ended: a rerun of a finished run with secrets must be
     given them again (`parameters`, the secret `extra_http_headers`, `proxy_password`), else
-    ValidationFailed names the first missing one and lists them all."""
+    ValidationFailed names the first missing one and lists them all. With `from_block` (a
+    block's label) the blocks before it replay the run's own recorded actions."""
     return await _again(
         services,
         run_id,
@@ -376,6 +380,7 @@ async def rerun(
         given=parameters or {},
         headers=extra_http_headers or {},
         proxy_password=proxy_password,
+        from_block=from_block,
     )
 
 
@@ -411,10 +416,19 @@ async def _again(
     title: str | None = None,
     headers: dict[str, str] | None = None,
     proxy_password: str | None = None,
+    from_block: str | None = None,
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
     workflow = await asyncio.to_thread(parse_workflow, run.definition)
+    replay = None
+    if from_block is not None:
+        labels = [block.label for block in workflow.blocks]
+        if from_block not in labels:
+            raise ValidationFailed(
+                "from_block", f"not a block of this run (its blocks: {', '.join(labels)})"
+            )
+        replay = {"from_run_id": run.id, "from_block": from_block}
     sealed = sealed_inputs(services, run)
     values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
     values.update(sealed.parameters)
@@ -441,6 +455,7 @@ async def _again(
         title=title or run.title,
         extra_http_headers=extra_http_headers,
         proxy=proxy,
+        replay=replay,
     )
     return await queue_run(services, workflow, inputs, options)
 

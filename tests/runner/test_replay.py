@@ -1,0 +1,362 @@
+"""Replay (`run_with: code`) and self-healing, in real Chromium against the demo site's
+newsletter page, with the scripted LLM server counting every request: a cache hit makes no LLM
+call; a renamed button heals through a fallback locator or the agent, with a divergence card,
+and leaves a new version; without a goal the run fails with the explanation."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from examples.site_server import SiteServer
+from runner.resources import inputs_of
+from runner.templating import resolve_inputs
+from runner.workflow import parse_workflow
+from services.backends import Services
+from services.runs import RunOptions, queue_run, rerun, run_now, runner_env
+from storage.artifacts import list_artifacts
+from storage.errors import ValidationFailed
+from storage.models import ActionRecord
+from storage.runs import get_run
+from storage.status import RunSource, RunStatus
+from storage.timeline import list_cards
+from storage.workflows import create_workflow
+from tests.conftest import Outcome, reload_llm_settings
+from tests.llm_server import Reply, ScriptedLLM, elements, find_element, observation_text
+
+EMAIL = "ada@example.com"
+
+
+@pytest.fixture
+def llm(monkeypatch: pytest.MonkeyPatch, services: Services) -> Iterator[ScriptedLLM]:
+    with ScriptedLLM(newsletter_policy) as server:
+        monkeypatch.setenv("GLASSBOX_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("GLASSBOX_LLM_API_KEY", "test-key")
+        monkeypatch.setenv("GLASSBOX_LLM_MODEL", "scripted")
+        reload_llm_settings(services)
+        services.runner.replay_match_timeout_ms = 1500
+        yield server
+
+
+def newsletter_policy(request: dict[str, Any]) -> Reply:
+    """Types the email (unless typed), presses the form's button whatever its name, reports
+    the confirmation."""
+    text = observation_text(request)
+    if "Subscribed " in text:
+        line = next(line for line in text.splitlines() if "Subscribed " in line)
+        confirmation = line[line.index("Subscribed ") :].strip()
+        return Reply.call(
+            "complete",
+            {"summary": "Subscribed", "extracted_information": {"confirmation": confirmation}},
+            thought="The page confirms the subscription.",
+        )
+    found = elements(request)
+    email = find_element(found, tag="input", id="email")
+    button = find_element(found, tag="button")
+    assert email and button, found
+    typed = any(
+        '"input_text"' in json.dumps(m.get("tool_calls", ""))
+        for m in request["messages"]
+        if m.get("role") == "assistant"
+    )
+    if not typed:
+        return Reply.call("input_text", {"element": email.n, "text": EMAIL}, thought="Email.")
+    return Reply.call("click", {"element": button.n}, thought="Pressing the form's button.")
+
+
+def newsletter(site: SiteServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": "Subscribe to the newsletter",
+        "url": site.url,
+        "parameters": {
+            "email": {"type": "string", "default": EMAIL},
+            "button": {"type": "string", "default": "Subscribe"},
+            "layout": {"type": "string", "default": "old"},
+        },
+        "blocks": [
+            {
+                "label": "open",
+                "type": "action",
+                "steps": [
+                    {"goto": "{{ url }}newsletter.html?button={{ button }}&layout={{ layout }}"}
+                ],
+            },
+            {
+                "label": "subscribe",
+                "type": "goal",
+                "goal": "Subscribe {{ email }} to the newsletter and report the confirmation",
+                "max_steps": 6,
+            },
+        ],
+        **extra,
+    }
+
+
+async def save(services: Services, definition: dict[str, Any]) -> str:
+    async with services.db.session() as session:
+        saved = await create_workflow(
+            session=session, title=definition["title"], definition=definition
+        )
+        await session.commit()
+    return saved.id
+
+
+async def run_saved(
+    services: Services,
+    workflow_id: str,
+    definition: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    run_with: str = "agent",
+) -> Outcome:
+    workflow = parse_workflow(definition)
+    inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
+    options = RunOptions(source=RunSource.api, workflow_id=workflow_id, run_with=run_with)
+    run = await queue_run(services, workflow, inputs, options)
+    async with runner_env(services) as env:
+        status = await run_now(services, env, run, workflow, inputs)
+    async with services.db.session() as session:
+        row = await get_run(session=session, run_id=run.id)
+        cards = await list_cards(session=session, run_id=run.id)
+        artifacts = await list_artifacts(session=session, run_id=run.id)
+    return Outcome(status, row, cards, artifacts, [], services)
+
+
+async def run_queued(services: Services, run_id: str) -> Outcome:
+    """Executes a run queued by the service layer (a rerun), as a worker would."""
+    async with services.db.session() as session:
+        run = await get_run(session=session, run_id=run_id)
+    workflow, inputs = inputs_of(services, run)
+    async with runner_env(services) as env:
+        status = await run_now(services, env, run, workflow, inputs)
+    async with services.db.session() as session:
+        row = await get_run(session=session, run_id=run_id)
+        cards = await list_cards(session=session, run_id=run_id)
+        artifacts = await list_artifacts(session=session, run_id=run_id)
+    return Outcome(status, row, cards, artifacts, [], services)
+
+
+def code_of(outcome: Outcome) -> str:
+    """The run's generated program, its run id (in the header comment) set aside."""
+    return re.sub(r"run_[0-9a-z]{26}", "run_…", outcome.read(outcome.artifact("code")).decode())
+
+
+def divergences(outcome: Outcome) -> list[dict[str, Any]]:
+    return [c.data | {"status": c.status} for c in outcome.cards if c.kind == "divergence"]
+
+
+async def versions(services: Services, workflow_id: str) -> list[ActionRecord]:
+    async with services.db.session() as session:
+        rows = await session.scalars(
+            select(ActionRecord)
+            .where(ActionRecord.workflow_id == workflow_id, ActionRecord.cached.is_(True))
+            .order_by(ActionRecord.created_at)
+        )
+        return list(rows)
+
+
+async def test_a_cached_goal_replays_with_no_llm_call_and_the_same_output_and_code(
+    services: Services, site: SiteServer, llm: ScriptedLLM
+) -> None:
+    definition = newsletter(site)
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, workflow_id, definition)
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    calls = len(llm.requests)
+    assert calls == 3 and first.run.metrics["llm_calls"] == 3
+
+    again = await run_saved(services, workflow_id, definition, run_with="code")
+    assert again.status is RunStatus.completed, again.run.failure_reason
+    assert len(llm.requests) == calls  # not one request reached the model
+    assert again.run.metrics["llm_calls"] == 0
+    assert again.run.extracted_information == first.run.extracted_information
+    assert again.run.extracted_information == {"confirmation": f"Subscribed {EMAIL}"}
+    assert code_of(again) == code_of(first)
+    assert again.run.replay is not None
+    assert again.run.replay["blocks"] == {"open": "replayed", "subscribe": "replayed"}
+    assert not divergences(again)
+    # The replay's actions are the page's own: the confirmation is on the final screenshot's
+    # page, typed by the replay (the action cards say what they typed).
+    typed = [c.data for c in again.actions() if c.data["verb"] == "fill"]
+    assert typed and typed[0]["value"] == EMAIL
+    assert len(await versions(services, workflow_id)) == 1  # nothing new to keep
+
+
+async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next_replay_uses_it(
+    services: Services, site: SiteServer, llm: ScriptedLLM
+) -> None:
+    definition = newsletter(site)
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, workflow_id, definition)
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    calls = len(llm.requests)
+
+    # Renamed, same place: the CSS fallback finds it; no LLM call, a divergence card.
+    renamed = await run_saved(services, workflow_id, definition, {"button": "Join"}, "code")
+    assert renamed.status is RunStatus.completed, renamed.run.failure_reason
+    assert len(llm.requests) == calls
+    [card] = divergences(renamed)
+    assert card["status"] == "healed" and card["verb"] == "click"
+    assert card["expected"] == 'role=button[name="Subscribe"]'
+    assert "fallback" in card["instead"] and "Join" in card["found"]
+    assert renamed.run.extracted_information == {"confirmation": f"Subscribed {EMAIL}"}
+    assert len(await versions(services, workflow_id)) == 2
+
+    # Renamed and moved: no fallback matches; the agent takes over the goal from the click.
+    moved = await run_saved(
+        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+    )
+    assert moved.status is RunStatus.completed, moved.run.failure_reason
+    [card] = divergences(moved)
+    assert card["status"] == "agent" and "agent takes over" in card["instead"]
+    assert "Sign up" in card["found"]
+    healing_calls = len(llm.requests) - calls
+    assert healing_calls == 3  # a conversation of its own: the email, the click, complete
+    assert moved.run.replay["blocks"]["subscribe"] == "healed"
+    assert len(await versions(services, workflow_id)) == 3
+
+    # The next replay of the new page uses the new version: no call, no divergence.
+    calls = len(llm.requests)
+    next_replay = await run_saved(
+        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+    )
+    assert next_replay.status is RunStatus.completed, next_replay.run.failure_reason
+    assert len(llm.requests) == calls
+    assert not divergences(next_replay)
+    assert next_replay.run.extracted_information == {"confirmation": f"Subscribed {EMAIL}"}
+
+
+async def test_without_a_goal_a_diverged_replay_fails_with_the_explanation(
+    services: Services, site: SiteServer, llm: ScriptedLLM
+) -> None:
+    definition = newsletter(site)
+    definition["blocks"][1] = {
+        "label": "subscribe",
+        "type": "action",
+        "steps": [
+            {"fill": {"selector": "#email", "value": "{{ email }}"}},
+            {"click": {"role": "button", "name": "Subscribe"}},
+            {"assert_text": {"text": "Subscribed"}},
+        ],
+    }
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, workflow_id, definition)
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    moved = await run_saved(
+        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+    )
+    assert moved.status is RunStatus.failed
+    reason = moved.run.failure_reason or ""
+    assert reason.startswith(
+        'block "subscribe", replayed action 2 click role=button[name="Subscribe"]'
+    )
+    assert "no longer matches the page" in reason and "Sign up" in reason
+    [card] = divergences(moved)
+    assert card["status"] == "failed" and "no goal" in card["instead"]
+    assert len(llm.requests) == 0
+
+
+SECRET = "hunter2-secret"
+
+
+def login_policy(request: dict[str, Any]) -> Reply:
+    found = elements(request)
+    text = observation_text(request)
+    if "Welcome" in text:
+        return Reply.call("complete", {"summary": "Signed in", "extracted_information": {}})
+    done = [
+        json.dumps(m.get("tool_calls", ""))
+        for m in request["messages"]
+        if m.get("role") == "assistant"
+    ]
+    username = find_element(found, tag="input", id="username")
+    password = find_element(found, tag="input", id="password")
+    button = find_element(found, tag="button", text="Sign in")
+    assert username and password and button, found
+    if not done:
+        return Reply.call("input_text", {"element": username.n, "text": "ada"})
+    if len(done) == 1:
+        return Reply.call("input_text", {"element": password.n, "text": "{{secret:password}}"})
+    return Reply.call("click", {"element": button.n})
+
+
+async def test_a_secret_never_enters_the_cache_and_replays_from_its_parameter(
+    services: Services, site: SiteServer, llm: ScriptedLLM
+) -> None:
+    llm.policy = login_policy
+    definition = {
+        "title": "Log in twice",
+        "url": site.url,
+        "parameters": {"password": {"type": "string", "secret": True}},
+        "blocks": [
+            {
+                "label": "typed",  # a literal equal to the secret, typed by the workflow itself
+                "type": "action",
+                "steps": [
+                    {"goto": "{{ url }}login.html"},
+                    {"fill": {"selector": "#password", "value": SECRET}},
+                ],
+            },
+            {"label": "login", "type": "goal", "goal": "Sign in as ada with {{ password }}"},
+        ],
+    }
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, workflow_id, definition, {"password": SECRET})
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    calls = len(llm.requests)
+    async with services.db.session() as session:
+        rows = list(await session.scalars(select(ActionRecord)))
+    stored = json.dumps([row.blocks for row in rows])
+    assert rows and SECRET not in stored
+    assert stored.count("{{ password }}") == 2  # the literal and the agent's placeholder
+    # The replay types the secret from the run's parameter: the login succeeds, no LLM call.
+    again = await run_saved(services, workflow_id, definition, {"password": SECRET}, "code")
+    assert again.status is RunStatus.completed, again.run.failure_reason
+    assert len(llm.requests) == calls
+    assert "Welcome, ada" in again.read(again.artifact("html")).decode()
+    assert SECRET not in code_of(again)
+
+
+async def test_a_rerun_from_a_block_replays_the_blocks_before_it_with_edited_parameters(
+    services: Services, site: SiteServer, llm: ScriptedLLM
+) -> None:
+    definition = newsletter(site)
+    definition["blocks"].append(
+        {"label": "read", "type": "extract", "fields": {"result": {"selector": "#result"}}}
+    )
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, workflow_id, definition)
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    assert first.run.extracted_information == {
+        "confirmation": f"Subscribed {EMAIL}",
+        "result": f"Subscribed {EMAIL}",
+    }
+    calls = len(llm.requests)
+
+    with pytest.raises(ValidationFailed) as refused:
+        await rerun(services, first.run.id, from_block="nope")
+    assert refused.value.field == "from_block"
+
+    queued = await rerun(
+        services, first.run.id, parameters={"email": "bob@example.com"}, from_block="read"
+    )
+    again = await run_queued(services, queued.id)
+    assert again.status is RunStatus.completed, again.run.failure_reason
+    assert len(llm.requests) == calls  # the goal block was replayed, not asked again
+    assert again.run.parent_run_id == first.run.id and again.run.source == "rerun"
+    assert again.run.replay == {
+        "from_run_id": first.run.id,
+        "from_block": "read",
+        "cache_key": urlsplit(site.url).netloc,
+        "blocks": {"open": "replayed", "subscribe": "replayed", "read": "live"},
+    }
+    # The replay typed the edited parameter; the goal's reported data is the earlier run's.
+    assert again.run.extracted_information == {
+        "confirmation": f"Subscribed {EMAIL}",
+        "result": "Subscribed bob@example.com",
+    }
