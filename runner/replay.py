@@ -279,7 +279,8 @@ def new_blocks(ctx: RunContext) -> list[str]:
 async def save(ctx: RunContext) -> None:
     """Keeps the run's actions; a saved workflow's run that ran or healed a block makes a new
     version of the cache (the blocks it did not get to are the previous version's)."""
-    blocks = ctx.actions.blocks
+    keep = {block.label for block in ctx.workflow.blocks if cacheable(block)}
+    blocks = {label: b for label, b in ctx.actions.blocks.items() if label in keep}
     if not blocks:
         return
     run = ctx.run
