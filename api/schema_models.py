@@ -300,6 +300,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "runs-cancel": RunRecord,
     "runs-rerun": RunRecord,
     "runs-duplicate": RunRecord,
+    "runs-continue": RunRecord,
     "runs-archive": RunRecord,
     "runs-unarchive": RunRecord,
     "runs-read": RunRecord,

@@ -31,6 +31,7 @@ class RunExecution:
         # the run ending, not a lost lease.
         self.ended = False
         self.follow_up = "none"  # "queue", or why the completed run queues no follow-up
+        self.state: str | None = None  # the browser state it ends with, sealed
 
     @property
     def lost(self) -> bool:
@@ -48,6 +49,7 @@ class RunExecution:
             async with asyncio.timeout(ctx.run.timeout_s) as ctx.deadline:
                 await ctx.open_browser()
                 await replay.prepare(ctx)
+                await replay.resume(ctx)
                 await run_blocks(ctx)
         except StepFailed as exc:
             status, reason = RunStatus.failed, exc.reason
@@ -82,6 +84,7 @@ class RunExecution:
         ctx = self.ctx
         if status is not RunStatus.completed and ctx.page is not None:
             await ctx.narrate(f"Run {status.value}: {reason}")
+        self.state = await ctx.final_state()  # before the recorder closes the context
         missing = await ctx.recorder.finish(ctx.page)
         script = codegen.generate(
             run_id=ctx.run.id,
@@ -143,6 +146,7 @@ class RunExecution:
             run.record_missing = list(self.missing) or None
             if ctx.replay:
                 run.replay = ctx.replay
+            run.sealed_state = self.state
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
             elif run.status != status.value:  # else stored by an attempt whose answer was lost

@@ -28,7 +28,7 @@ from runner.context import RunContext
 from runner.errors import StepFailed
 from runner.observe import observe
 from runner.steps import Located
-from runner.workflow import STEP_VERBS, ActionBlock, Block, GoalBlock
+from runner.workflow import STEP_VERBS, ActionBlock, Block, GoalBlock, GotoArgs
 from storage.action_cache import current_version, record_of_run, save_record
 from storage.status import CardKind
 
@@ -69,6 +69,21 @@ async def prepare(ctx: RunContext) -> None:
     if info or run.run_with == "code":
         info["blocks"] = {}
         ctx.replay = info
+
+
+async def resume(ctx: RunContext) -> None:
+    """A continuation opens the page its parent ended on (the parent's cookies and local
+    storage are already in its browser context)."""
+    url = ctx.parent_state().get("url")
+    if not url or not url.startswith(("http://", "https://")):
+        return
+    parent = (ctx.run.replay or {}).get("continue_from")
+    await ctx.narrate(f"Continuing from run {parent} on {url}", "continue")
+    ctx.code_body.append(f"# continuing from run {parent}: its cookies and local storage")
+    try:
+        await perform(ctx, StepCall("continue", 1, "goto", GotoArgs(url=url)))
+    except StepFailed as exc:
+        raise StepFailed(f"continuing from run {parent}, goto {url}: {exc.reason}") from None
 
 
 def entry_for(ctx: RunContext, block: Block) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,7 @@ from storage.models import Run, TimelineCard, utcnow
 from storage.notify import CANCEL, QUEUE, Notifier, Subscription, publish_run_event, publish_status
 from storage.queue import cancel_requested, claim_next, expired_runs, heartbeat
 from storage.retry import backoff, is_transient
-from storage.runs import copy_run, get_run, transition
+from storage.runs import copy_run, drop_expired_states, get_run, transition
 from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,9 @@ class Worker:
         ):
             return ended
         async with self.resources.db.session() as session:
+            cutoff = utcnow() - timedelta(seconds=self.resources.runner.continue_ttl_s)
+            if await drop_expired_states(session=session, ended_before=cutoff):
+                await session.commit()
             candidates = await expired_runs(session=session)
         for run_id in candidates:
             if run_id in self.tasks:

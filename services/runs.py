@@ -27,8 +27,8 @@ from services.uploads import check_file_inputs, copy_inputs
 from services.webhooks import check_target
 from storage import runs as stored
 from storage.artifacts import list_artifacts
-from storage.errors import InvalidTransition, NotFound, ValidationFailed
-from storage.models import Artifact, Run
+from storage.errors import InvalidTransition, NotFound, RunNotFinished, StateGone, ValidationFailed
+from storage.models import Artifact, Run, utcnow
 from storage.notify import CANCEL, QUEUE, publish_status
 from storage.queue import flag_cancel, runs_holding
 from storage.status import TERMINAL_STATUSES, ArtifactKind, RunSource, RunStatus
@@ -39,6 +39,7 @@ __all__ = [
     "RunOptions",
     "RunPage",
     "cancel_run",
+    "continue_run",
     "delete_run",
     "duplicate_run",
     "generated_code",
@@ -458,6 +459,59 @@ async def _again(
         replay=replay,
     )
     return await queue_run(services, workflow, inputs, options)
+
+
+async def continue_run(
+    services: Services,
+    run_id: str,
+    *,
+    workflow: dict[str, Any] | None = None,
+    blocks: list[Any] | None = None,
+    goal: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> Run:
+    """A new run that starts where `run_id` ended: in its browser state (cookies, local
+    storage) on its final page, running `workflow`, or `blocks`, or a `goal`. The state is
+    handed over sealed; the parent keeps it until GLASSBOX_CONTINUE_TTL_S after its end."""
+    given = [name for name, v in (("workflow", workflow), ("blocks", blocks), ("goal", goal)) if v]
+    if len(given) != 1:
+        raise ValidationFailed("workflow", "give exactly one of workflow, blocks or goal")
+    async with services.db.session() as session:
+        run = await stored.get_run(session=session, run_id=run_id)
+    if RunStatus(run.status) not in TERMINAL_STATUSES:
+        raise RunNotFinished(run.id, run.status)
+    ttl = services.runner.continue_ttl_s
+    if not run.sealed_state:
+        raise StateGone(run.id, "it kept none (no page was open, or it was dropped)")
+    if run.finished_at is not None and (utcnow() - run.finished_at).total_seconds() > ttl:
+        raise StateGone(run.id, f"it is kept {ttl} s after a run ends (GLASSBOX_CONTINUE_TTL_S)")
+    if workflow is not None:
+        definition: dict[str, Any] = dict(workflow)
+        prefix = "workflow"
+    else:
+        definition = {"title": title or f"Continue: {run.title}"}
+        if run.definition.get("url"):
+            definition["url"] = run.definition["url"]
+        definition.update({"blocks": blocks} if blocks else {"goal": goal})
+        prefix = ""
+    try:
+        parsed = await asyncio.to_thread(parse_workflow, definition)
+        inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters or {})
+    except ValidationFailed as exc:
+        raise (_within(exc, prefix) if prefix else exc) from None
+    options = RunOptions(
+        source=RunSource.api,
+        parent_run_id=run.id,
+        title=title,
+        replay={"continue_from": run.id},
+    )
+    state = run.sealed_state
+
+    async def hand_over(session: AsyncSession, new: Run) -> None:
+        new.sealed_state = state
+
+    return await queue_run(services, parsed, inputs, options, within=hand_over)
 
 
 def _require_secrets(

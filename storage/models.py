@@ -189,6 +189,10 @@ class Run(Base):
     # {"continue_from"} for a continuation) and, once it ran, how each block went
     # ({"blocks": {label: "replayed" | "healed" | "live"}, "cache_key", "cache_version_id"}).
     replay: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The browser state (cookies, local storage) and URL the run ended with, sealed like secrets,
+    # for a run continuing from it (`POST /runs/{id}/continue`); dropped after
+    # GLASSBOX_CONTINUE_TTL_S. A continuation holds its parent's until it starts.
+    sealed_state: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_runs_status_created", "status", "created_at"),

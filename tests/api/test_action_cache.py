@@ -109,3 +109,28 @@ def test_refusals_name_the_field_or_the_record(client: httpx.Client, site: SiteS
     assert answer.json()["detail"][0]["field"] == "from_block"
     answer = client.post("/runs", json={"workflow_id": saved["id"], "run_with": "later"})
     assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == "run_with"
+
+
+def test_continue_from_a_run_over_http(client: httpx.Client, site: SiteServer) -> None:
+    parent = client.post("/runs", json={"workflow": subscribe_workflow(site)}).json()
+    answer = client.post(f"/runs/{parent['id']}/continue", json={"goal": "Look around"})
+    assert answer.status_code == 409, answer.text  # it has not ended: a browser takes seconds
+    assert parent["id"] in answer.json()["detail"]
+    parent = wait_status(client, parent["id"], timeout=90)
+    assert parent["status"] == "completed", parent["failure_reason"]
+    assert "sealed_state" not in parent and "storage_state" not in str(parent)
+
+    blocks = [{"label": "again", "type": "extract", "fields": {"seen": {"selector": "#result"}}}]
+    answer = client.post(f"/runs/{parent['id']}/continue", json={"blocks": blocks})
+    assert answer.status_code == 201, answer.text
+    child = wait_status(client, answer.json()["id"], timeout=90)
+    assert child["status"] == "completed", child["failure_reason"]
+    assert child["parent_run_id"] == parent["id"]
+    assert child["replay"]["continue_from"] == parent["id"]
+    assert child["extracted_information"] == {"seen": f"Welcome back, {EMAIL}"}
+
+    both = client.post(f"/runs/{parent['id']}/continue", json={"goal": "x", "blocks": blocks})
+    assert both.status_code == 422 and both.json()["detail"][0]["field"] == "workflow"
+    bad = client.post(f"/runs/{parent['id']}/continue", json={"blocks": [{"label": "x"}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"].startswith("blocks[0]")
+    assert client.post("/runs/run_nope/continue", json={"goal": "x"}).status_code == 404

@@ -58,6 +58,7 @@ PROTECTED: frozenset[Key] = frozenset(
         ("POST", "/api/v1/runs/{run_id}/cancel"),
         ("POST", "/api/v1/runs/{run_id}/rerun"),
         ("POST", "/api/v1/runs/{run_id}/duplicate"),
+        ("POST", "/api/v1/runs/{run_id}/continue"),
         ("POST", "/api/v1/runs/{run_id}/archive"),
         ("POST", "/api/v1/runs/{run_id}/unarchive"),
         ("POST", "/api/v1/runs/{run_id}/read"),

@@ -19,15 +19,15 @@ from runner.resources import inputs_of
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
 from services.backends import Services
-from services.runs import RunOptions, queue_run, rerun, run_now, runner_env
+from services.runs import RunOptions, continue_run, queue_run, rerun, run_now, runner_env
 from storage.artifacts import list_artifacts
-from storage.errors import ValidationFailed
-from storage.models import ActionRecord
-from storage.runs import get_run
+from storage.errors import StateGone, ValidationFailed
+from storage.models import ActionRecord, utcnow
+from storage.runs import drop_expired_states, get_run
 from storage.status import RunSource, RunStatus
 from storage.timeline import list_cards
 from storage.workflows import create_workflow
-from tests.conftest import Outcome, reload_llm_settings
+from tests.conftest import Outcome, execute, reload_llm_settings
 from tests.llm_server import Reply, ScriptedLLM, elements, find_element, observation_text
 
 EMAIL = "ada@example.com"
@@ -360,3 +360,53 @@ async def test_a_rerun_from_a_block_replays_the_blocks_before_it_with_edited_par
         "confirmation": f"Subscribed {EMAIL}",
         "result": "Subscribed bob@example.com",
     }
+
+
+async def test_a_continuation_starts_in_its_parents_browser_state_and_page(
+    services: Services, site: SiteServer
+) -> None:
+    parent = await execute(
+        services,
+        {
+            "title": "Subscribe",
+            "url": site.url,
+            "blocks": [
+                {
+                    "label": "subscribe",
+                    "type": "action",
+                    "steps": [
+                        {"goto": "{{ url }}newsletter.html"},
+                        {"fill": {"selector": "#email", "value": EMAIL}},
+                        {"click": {"role": "button", "name": "Subscribe"}},
+                    ],
+                }
+            ],
+        },
+    )
+    assert parent.status is RunStatus.completed, parent.run.failure_reason
+    sealed = parent.run.sealed_state or ""
+    assert sealed and "subscriber" not in sealed and "ada" not in sealed  # sealed, not clear
+    queued = await continue_run(
+        services,
+        parent.run.id,
+        blocks=[{"label": "read", "type": "extract", "fields": {"seen": {"selector": "#result"}}}],
+    )
+    assert queued.parent_run_id == parent.run.id
+    child = await run_queued(services, queued.id)
+    assert child.status is RunStatus.completed, child.run.failure_reason
+    # The page it opened is its parent's last one, and it sees the parent's cookie.
+    assert child.run.extracted_information == {"seen": f"Welcome back, {EMAIL}"}
+    assert child.run.replay == {"continue_from": parent.run.id, "blocks": {"read": "live"}}
+    [goto] = [c.data for c in child.actions() if c.data["verb"] == "goto"]
+    assert goto["target"] == f"{site.url}newsletter.html"
+
+    # Not once the state is dropped (GLASSBOX_CONTINUE_TTL_S after the run ended).
+    async with services.db.session() as session:
+        dropped = await drop_expired_states(session=session, ended_before=utcnow())
+        await session.commit()
+    assert dropped == 2  # the parent's and the child's
+    with pytest.raises(StateGone):
+        await continue_run(services, parent.run.id, goal="Look around")
+    with pytest.raises(ValidationFailed) as refused:
+        await continue_run(services, child.run.id, goal="Look around", blocks=[{"label": "x"}])
+    assert refused.value.field == "workflow"

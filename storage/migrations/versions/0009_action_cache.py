@@ -1,4 +1,4 @@
-"""replay: the action cache (action_records), runs.replay
+"""replay: the action cache (action_records), runs.replay, runs.sealed_state
 
 Revision ID: 0009
 Revises: 0008
@@ -46,10 +46,12 @@ def upgrade() -> None:
         )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('replay', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('sealed_state', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_column('sealed_state')
         batch_op.drop_column('replay')
     with op.batch_alter_table('action_records', schema=None) as batch_op:
         batch_op.drop_index('ix_action_records_cache')
