@@ -12,6 +12,7 @@ from typing import Any
 from runner import workflow as wf
 from runner.actions import StepCall, perform
 from runner.browser import untraced
+from runner.cache import FIND_VALUES
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed, ToolProblem
 from runner.extract import schema_errors
@@ -598,6 +599,7 @@ async def extract_with_model(ctx: RunContext, block: wf.ExtractBlock) -> None:
         raise StepFailed(f'block "{block.label}": the model\'s extraction is not valid: {problem}')
     if isinstance(data, dict):
         ctx.extracted.update(data)
+        await _cache_fields(ctx, page, data)
     else:
         ctx.extracted[block.label] = data
     await ctx.emit(
@@ -622,6 +624,35 @@ async def extract_with_model(ctx: RunContext, block: wf.ExtractBlock) -> None:
     ctx.code_body.extend(
         [f"# block {block.label!r}: extracted by the model ({instruction[:60]!r})", assignment]
     )
+
+
+async def _cache_fields(ctx: RunContext, page: Any, data: dict[str, Any]) -> None:
+    """Where the page shows each extracted value, as field selectors the action cache keeps
+    (a replay reads them again with no model call); nothing when a value is not shown as such."""
+    scalar = {
+        k: v
+        for k, v in data.items()
+        if isinstance(v, str | int | float) and not isinstance(v, bool)
+    }
+    if not scalar or len(scalar) != len(data) or ctx.actions.current is None:
+        return
+    try:
+        found = await untraced(lambda: page.evaluate(FIND_VALUES, scalar))
+    except Exception:
+        return
+    if isinstance(found, dict) and set(found) == set(scalar):
+        ctx.actions.current["fields"] = {
+            key: {
+                "selector": css,
+                "first": True,
+                "as": "number"
+                if isinstance(scalar[key], float)
+                else "integer"
+                if isinstance(scalar[key], int)
+                else "text",
+            }
+            for key, css in found.items()
+        }
 
 
 def _extracted(message: Any) -> tuple[Any, str | None]:

@@ -67,6 +67,41 @@ DESCRIBE_ELEMENT = """(el) => {
 }"""
 
 
+# Where the values a model extracted are shown: for each key, the CSS path of the deepest element
+# whose whole text is the value (null if a value is not shown as such, or not unique by path).
+FIND_VALUES = """(values) => {
+  const path = (el) => {
+    const steps = [];
+    let node = el;
+    while (node && node.nodeType === 1 && node !== document.documentElement) {
+      if (node.id && /^[A-Za-z][\\w-]*$/.test(node.id)) { steps.unshift('#' + node.id); break; }
+      let step = node.tagName.toLowerCase();
+      const parent = node.parentElement;
+      if (parent) {
+        const same = [...parent.children].filter((c) => c.tagName === node.tagName);
+        if (same.length > 1) step += ':nth-of-type(' + (same.indexOf(node) + 1) + ')';
+      }
+      steps.unshift(step);
+      node = parent;
+    }
+    return steps.join(' > ');
+  };
+  const text = (el) => (el.innerText || '').trim();
+  const out = {};
+  for (const [key, value] of Object.entries(values)) {
+    const want = String(value).trim();
+    if (!want) return null;
+    const found = [...document.body.querySelectorAll('*')].find(
+      (el) => text(el) === want && ![...el.children].some((c) => text(c) === want));
+    if (!found) return null;
+    const css = path(found);
+    if (document.querySelector(css) !== found) return null;
+    out[key] = css;
+  }
+  return out;
+}"""
+
+
 def fallbacks(described: dict[str, Any] | None, primary: dict[str, Any]) -> list[dict[str, Any]]:
     """The other ways to find an element, as the page showed it: test id, role and name,
     text, CSS — without the primary locator itself."""

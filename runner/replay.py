@@ -12,6 +12,7 @@ that explanation. A run that healed a block or ran one live leaves a new version
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -21,14 +22,23 @@ from playwright.async_api import Locator
 
 from runner import locators
 from runner.actions import StepCall, perform
-from runner.agent import run_goal
+from runner.agent import extract_with_model, run_goal
 from runner.browser import untraced
 from runner.cache import cache_key_of, fingerprint
 from runner.context import RunContext
 from runner.errors import StepFailed
+from runner.extract import extract_fields
 from runner.observe import observe
 from runner.steps import Located
-from runner.workflow import STEP_VERBS, ActionBlock, Block, GoalBlock, GotoArgs
+from runner.workflow import (
+    STEP_VERBS,
+    ActionBlock,
+    Block,
+    ExtractBlock,
+    ExtractField,
+    GoalBlock,
+    GotoArgs,
+)
 from storage.action_cache import current_version, record_of_run, save_record
 from storage.status import CardKind
 
@@ -40,6 +50,8 @@ GRACE_MS = 500  # how long the cached locator is given before a fallback that ma
 def cacheable(block: Block) -> bool:
     """Blocks whose actions the cache keeps and replays (an extract block with fields and a
     run_workflow block always run as they are: they make no LLM call)."""
+    if isinstance(block, ExtractBlock):
+        return not block.fields
     return isinstance(block, ActionBlock | GoalBlock)
 
 
@@ -93,6 +105,8 @@ def entry_for(ctx: RunContext, block: Block) -> dict[str, Any] | None:
         return None
     if entry.get("type") != block.type or entry.get("fingerprint") != fingerprint(block):
         return None
+    if isinstance(block, ExtractBlock) and not entry.get("fields"):
+        return None  # the model's values were not found on the page: it reads it again
     return entry
 
 
@@ -108,6 +122,8 @@ async def replay_block(ctx: RunContext, block: Block, entry: dict[str, Any]) -> 
     """Plays the block's recorded actions back; returns "replayed", or "healed" when an action
     no longer matched and a fallback or the agent took over."""
     source = "the earlier run" if ctx.replay.get("from_run_id") else "the action cache"
+    if isinstance(block, ExtractBlock):
+        return await _replay_extract(ctx, block, entry, source)
     actions = entry.get("actions") or []
     await ctx.narrate(
         f"Replaying {len(actions)} recorded action{'s' * (len(actions) != 1)} from {source} "
@@ -165,6 +181,58 @@ async def replay_block(ctx: RunContext, block: Block, entry: dict[str, Any]) -> 
     if entry.get("summary"):
         ctx.summary = entry["summary"]
     return "healed" if healed else "replayed"
+
+
+async def _replay_extract(
+    ctx: RunContext, block: ExtractBlock, entry: dict[str, Any], source: str
+) -> str:
+    """An extract block with an instruction reads the fields where the model's values were,
+    with no model call; a field the page no longer shows diverges, and the model reads the
+    page again."""
+    fields = {name: ExtractField.model_validate(spec) for name, spec in entry["fields"].items()}
+    await ctx.narrate(
+        f"Reading {', '.join(fields)} where {source} found them (no LLM call)", block.label
+    )
+    page = ctx.page
+    assert page is not None
+    await ctx.settle_tabs()
+    first = next(iter(fields.values()))
+    try:
+        await page.locator(first.selector).first.wait_for(
+            state="attached", timeout=ctx.settings.replay_match_timeout_ms
+        )
+    except PlaywrightError:
+        pass
+    ctx.step_count += 1
+    action = await ctx.begin_action(block.label, "extract", 1)
+    reading = ExtractBlock.model_construct(label=block.label, type="extract", fields=fields)
+    data = await extract_fields(page, reading, ctx.settings.step_timeout_ms)
+    missing = [name for name, value in data.items() if value in (None, "")]
+    if missing:
+        cached = {"verb": "extract", "args": {"selector": fields[missing[0]].selector}}
+        await _divergence_card(
+            ctx,
+            block,
+            1,
+            cached,
+            status="agent",
+            reason=f"{', '.join(missing)}: no element at the recorded selector",
+            instead="the model reads the page again",
+        )
+        await extract_with_model(ctx, block)
+        return "healed"
+    ctx.extracted.update(data)
+    await ctx.action_card(
+        action,
+        target=", ".join(f.selector for f in fields.values()),
+        value=json.dumps(data, ensure_ascii=False)[:2000],
+        result="ok",
+        url=page.url,
+        extra={"extracted": data, "replayed": True},
+    )
+    ctx.code_body.extend(entry.get("post") or [])
+    ctx.actions.current = {**(ctx.actions.current or {}), "fields": entry["fields"]}
+    return "replayed"
 
 
 async def _find(

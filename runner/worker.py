@@ -30,6 +30,8 @@ from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
 
+REPLAYED_AGAIN = ("from_run_id", "from_block", "continue_from")
+
 LIVE_FRAME_INTERVAL_S = 0.25
 
 
@@ -436,5 +438,8 @@ class Worker:
         retry = await copy_run(
             session=session, run=run, source=RunSource.rerun, sealed_secrets=sealed
         )
+        # What it replayed it replays again (a rerun from a block, a continuation's state).
+        replay = {k: v for k, v in (run.replay or {}).items() if k in REPLAYED_AGAIN}
+        retry.replay, retry.sealed_state = replay or None, run.sealed_state
         await transition(session=session, run_id=retry.id, to=RunStatus.queued)
         return retry.id

@@ -5,16 +5,19 @@ and leaves a new version; without a goal the run fails with the explanation."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import select
 
 from examples.site_server import SiteServer
+from runner.context import RunnerEnv
 from runner.resources import inputs_of
 from runner.templating import resolve_inputs
 from runner.workflow import parse_workflow
@@ -42,6 +45,13 @@ def llm(monkeypatch: pytest.MonkeyPatch, services: Services) -> Iterator[Scripte
         reload_llm_settings(services)
         services.runner.replay_match_timeout_ms = 1500
         yield server
+
+
+@pytest_asyncio.fixture
+async def env(services: Services) -> AsyncIterator[RunnerEnv]:
+    """One browser for the test's runs (a worker's)."""
+    async with runner_env(services) as opened:
+        yield opened
 
 
 def newsletter_policy(request: dict[str, Any]) -> Reply:
@@ -109,6 +119,7 @@ async def save(services: Services, definition: dict[str, Any]) -> str:
 
 async def run_saved(
     services: Services,
+    env: RunnerEnv,
     workflow_id: str,
     definition: dict[str, Any],
     params: dict[str, Any] | None = None,
@@ -118,8 +129,7 @@ async def run_saved(
     inputs = resolve_inputs(workflow, params or {}, allowed_schemes=services.runner.url_schemes)
     options = RunOptions(source=RunSource.api, workflow_id=workflow_id, run_with=run_with)
     run = await queue_run(services, workflow, inputs, options)
-    async with runner_env(services) as env:
-        status = await run_now(services, env, run, workflow, inputs)
+    status = await run_now(services, env, run, workflow, inputs)
     async with services.db.session() as session:
         row = await get_run(session=session, run_id=run.id)
         cards = await list_cards(session=session, run_id=run.id)
@@ -127,13 +137,12 @@ async def run_saved(
     return Outcome(status, row, cards, artifacts, [], services)
 
 
-async def run_queued(services: Services, run_id: str) -> Outcome:
+async def run_queued(services: Services, env: RunnerEnv, run_id: str) -> Outcome:
     """Executes a run queued by the service layer (a rerun), as a worker would."""
     async with services.db.session() as session:
         run = await get_run(session=session, run_id=run_id)
     workflow, inputs = inputs_of(services, run)
-    async with runner_env(services) as env:
-        status = await run_now(services, env, run, workflow, inputs)
+    status = await run_now(services, env, run, workflow, inputs)
     async with services.db.session() as session:
         row = await get_run(session=session, run_id=run_id)
         cards = await list_cards(session=session, run_id=run_id)
@@ -161,16 +170,16 @@ async def versions(services: Services, workflow_id: str) -> list[ActionRecord]:
 
 
 async def test_a_cached_goal_replays_with_no_llm_call_and_the_same_output_and_code(
-    services: Services, site: SiteServer, llm: ScriptedLLM
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
 ) -> None:
     definition = newsletter(site)
     workflow_id = await save(services, definition)
-    first = await run_saved(services, workflow_id, definition)
+    first = await run_saved(services, env, workflow_id, definition)
     assert first.status is RunStatus.completed, first.run.failure_reason
     calls = len(llm.requests)
     assert calls == 3 and first.run.metrics["llm_calls"] == 3
 
-    again = await run_saved(services, workflow_id, definition, run_with="code")
+    again = await run_saved(services, env, workflow_id, definition, run_with="code")
     assert again.status is RunStatus.completed, again.run.failure_reason
     assert len(llm.requests) == calls  # not one request reached the model
     assert again.run.metrics["llm_calls"] == 0
@@ -188,16 +197,16 @@ async def test_a_cached_goal_replays_with_no_llm_call_and_the_same_output_and_co
 
 
 async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next_replay_uses_it(
-    services: Services, site: SiteServer, llm: ScriptedLLM
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
 ) -> None:
     definition = newsletter(site)
     workflow_id = await save(services, definition)
-    first = await run_saved(services, workflow_id, definition)
+    first = await run_saved(services, env, workflow_id, definition)
     assert first.status is RunStatus.completed, first.run.failure_reason
     calls = len(llm.requests)
 
     # Renamed, same place: the CSS fallback finds it; no LLM call, a divergence card.
-    renamed = await run_saved(services, workflow_id, definition, {"button": "Join"}, "code")
+    renamed = await run_saved(services, env, workflow_id, definition, {"button": "Join"}, "code")
     assert renamed.status is RunStatus.completed, renamed.run.failure_reason
     assert len(llm.requests) == calls
     [card] = divergences(renamed)
@@ -206,10 +215,23 @@ async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next
     assert "fallback" in card["instead"] and "Join" in card["found"]
     assert renamed.run.extracted_information == {"confirmation": f"Subscribed {EMAIL}"}
     assert len(await versions(services, workflow_id)) == 2
+    # The same program as the source run's, but for the healed step's locator (and the
+    # parameter that renamed the button, in its constant and the URL it opens).
+    before = code_of(first).replace("button=Subscribe&", "button=Join&").splitlines()
+    after = code_of(renamed).replace('BUTTON = "Join"', 'BUTTON = "Subscribe"').splitlines()
+    changed = [
+        line[0] + line[1:].strip()
+        for line in difflib.unified_diff(before, after, lineterm="", n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    assert changed == [
+        '-page.get_by_role("button", name="Subscribe").first.click()',
+        '+page.locator("#slot > button").first.click()',
+    ]
 
     # Renamed and moved: no fallback matches; the agent takes over the goal from the click.
     moved = await run_saved(
-        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+        services, env, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
     )
     assert moved.status is RunStatus.completed, moved.run.failure_reason
     [card] = divergences(moved)
@@ -223,7 +245,7 @@ async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next
     # The next replay of the new page uses the new version: no call, no divergence.
     calls = len(llm.requests)
     next_replay = await run_saved(
-        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+        services, env, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
     )
     assert next_replay.status is RunStatus.completed, next_replay.run.failure_reason
     assert len(llm.requests) == calls
@@ -232,7 +254,7 @@ async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next
 
 
 async def test_without_a_goal_a_diverged_replay_fails_with_the_explanation(
-    services: Services, site: SiteServer, llm: ScriptedLLM
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
 ) -> None:
     definition = newsletter(site)
     definition["blocks"][1] = {
@@ -245,10 +267,10 @@ async def test_without_a_goal_a_diverged_replay_fails_with_the_explanation(
         ],
     }
     workflow_id = await save(services, definition)
-    first = await run_saved(services, workflow_id, definition)
+    first = await run_saved(services, env, workflow_id, definition)
     assert first.status is RunStatus.completed, first.run.failure_reason
     moved = await run_saved(
-        services, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
+        services, env, workflow_id, definition, {"button": "Sign up", "layout": "new"}, "code"
     )
     assert moved.status is RunStatus.failed
     reason = moved.run.failure_reason or ""
@@ -286,7 +308,7 @@ def login_policy(request: dict[str, Any]) -> Reply:
 
 
 async def test_a_secret_never_enters_the_cache_and_replays_from_its_parameter(
-    services: Services, site: SiteServer, llm: ScriptedLLM
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
 ) -> None:
     llm.policy = login_policy
     definition = {
@@ -306,7 +328,7 @@ async def test_a_secret_never_enters_the_cache_and_replays_from_its_parameter(
         ],
     }
     workflow_id = await save(services, definition)
-    first = await run_saved(services, workflow_id, definition, {"password": SECRET})
+    first = await run_saved(services, env, workflow_id, definition, {"password": SECRET})
     assert first.status is RunStatus.completed, first.run.failure_reason
     calls = len(llm.requests)
     async with services.db.session() as session:
@@ -315,7 +337,7 @@ async def test_a_secret_never_enters_the_cache_and_replays_from_its_parameter(
     assert rows and SECRET not in stored
     assert stored.count("{{ password }}") == 2  # the literal and the agent's placeholder
     # The replay types the secret from the run's parameter: the login succeeds, no LLM call.
-    again = await run_saved(services, workflow_id, definition, {"password": SECRET}, "code")
+    again = await run_saved(services, env, workflow_id, definition, {"password": SECRET}, "code")
     assert again.status is RunStatus.completed, again.run.failure_reason
     assert len(llm.requests) == calls
     assert "Welcome, ada" in again.read(again.artifact("html")).decode()
@@ -323,14 +345,14 @@ async def test_a_secret_never_enters_the_cache_and_replays_from_its_parameter(
 
 
 async def test_a_rerun_from_a_block_replays_the_blocks_before_it_with_edited_parameters(
-    services: Services, site: SiteServer, llm: ScriptedLLM
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
 ) -> None:
     definition = newsletter(site)
     definition["blocks"].append(
         {"label": "read", "type": "extract", "fields": {"result": {"selector": "#result"}}}
     )
     workflow_id = await save(services, definition)
-    first = await run_saved(services, workflow_id, definition)
+    first = await run_saved(services, env, workflow_id, definition)
     assert first.status is RunStatus.completed, first.run.failure_reason
     assert first.run.extracted_information == {
         "confirmation": f"Subscribed {EMAIL}",
@@ -345,7 +367,7 @@ async def test_a_rerun_from_a_block_replays_the_blocks_before_it_with_edited_par
     queued = await rerun(
         services, first.run.id, parameters={"email": "bob@example.com"}, from_block="read"
     )
-    again = await run_queued(services, queued.id)
+    again = await run_queued(services, env, queued.id)
     assert again.status is RunStatus.completed, again.run.failure_reason
     assert len(llm.requests) == calls  # the goal block was replayed, not asked again
     assert again.run.parent_run_id == first.run.id and again.run.source == "rerun"
@@ -363,7 +385,7 @@ async def test_a_rerun_from_a_block_replays_the_blocks_before_it_with_edited_par
 
 
 async def test_a_continuation_starts_in_its_parents_browser_state_and_page(
-    services: Services, site: SiteServer
+    services: Services, site: SiteServer, env: RunnerEnv
 ) -> None:
     parent = await execute(
         services,
@@ -392,7 +414,7 @@ async def test_a_continuation_starts_in_its_parents_browser_state_and_page(
         blocks=[{"label": "read", "type": "extract", "fields": {"seen": {"selector": "#result"}}}],
     )
     assert queued.parent_run_id == parent.run.id
-    child = await run_queued(services, queued.id)
+    child = await run_queued(services, env, queued.id)
     assert child.status is RunStatus.completed, child.run.failure_reason
     # The page it opened is its parent's last one, and it sees the parent's cookie.
     assert child.run.extracted_information == {"seen": f"Welcome back, {EMAIL}"}
@@ -410,3 +432,48 @@ async def test_a_continuation_starts_in_its_parents_browser_state_and_page(
     with pytest.raises(ValidationFailed) as refused:
         await continue_run(services, child.run.id, goal="Look around", blocks=[{"label": "x"}])
     assert refused.value.field == "workflow"
+
+
+async def test_an_extract_instruction_replays_as_field_selectors_reading_fresh_data(
+    services: Services, site: SiteServer, llm: ScriptedLLM, env: RunnerEnv
+) -> None:
+    def read_policy(request: dict[str, Any]) -> Reply:
+        text = observation_text(request)
+        line = next(line for line in text.splitlines() if "Subscribed " in line)
+        value = line[line.index("Subscribed ") :].strip()
+        return Reply.call("record", {"data": {"confirmation": value}})
+
+    llm.policy = read_policy
+    definition = newsletter(site)
+    definition["blocks"][1] = {
+        "label": "subscribe",
+        "type": "action",
+        "steps": [
+            {"fill": {"selector": "#email", "value": "{{ email }}"}},
+            {"click": {"role": "button", "name": "{{ button }}"}},
+        ],
+    }
+    definition["blocks"].append(
+        {"label": "read", "type": "extract", "instruction": "Report the confirmation"}
+    )
+    workflow_id = await save(services, definition)
+    first = await run_saved(services, env, workflow_id, definition)
+    assert first.status is RunStatus.completed, first.run.failure_reason
+    assert first.run.extracted_information == {"confirmation": f"Subscribed {EMAIL}"}
+    assert len(llm.requests) == 1
+    [version] = await versions(services, workflow_id)
+    assert version.blocks["read"]["fields"] == {
+        "confirmation": {"selector": "#result", "first": True, "as": "text"}
+    }
+
+    again = await run_saved(
+        services, env, workflow_id, definition, {"email": "bob@example.com"}, run_with="code"
+    )
+    assert again.status is RunStatus.completed, again.run.failure_reason
+    assert len(llm.requests) == 1  # read from the page at the recorded selector
+    assert again.run.extracted_information == {"confirmation": "Subscribed bob@example.com"}
+    assert again.run.replay["blocks"] == {
+        "open": "replayed",
+        "subscribe": "replayed",
+        "read": "replayed",
+    }
