@@ -51,6 +51,7 @@ def version_record(found: CacheVersion, *, full: bool = False) -> dict[str, Any]
                 "type": block.get("type"),
                 "actions": [_action(a) for a in block.get("actions") or []],
                 "extracted": block.get("extracted") or {},
+                "fields": block.get("fields"),
             }
             for label, block in blocks.items()
         }

@@ -270,6 +270,10 @@ class CacheBlock(_Out):
     extracted: Json | None = Field(
         default=None, description="What the block reported (a goal's `complete`)"
     )
+    fields: Json | None = Field(
+        default=None,
+        description="An extract instruction's values as field selectors (what a replay reads)",
+    )
 
 
 class CacheVersion(_Out):
