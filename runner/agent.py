@@ -185,13 +185,18 @@ def element_spec(element: Element) -> dict[str, Any]:
     return {"css": element.tag, "first": True}
 
 
-async def run_goal(ctx: RunContext, block: wf.GoalBlock, *, resumed: bool = False) -> None:
+async def run_goal(
+    ctx: RunContext, block: wf.GoalBlock, *, resumed: bool = False, note: str | None = None
+) -> None:
     """Runs the agent to the block's goal; `resumed`: it takes over a replay of the block that
-    no longer matched the page (runner.replay), from where the replay stopped."""
+    no longer matched the page (runner.replay), from where the replay stopped, told what was
+    done already in `note`."""
     client = ctx.llm()
     model = block.model or ctx.workflow.model or client.settings.llm_model
     placeholders = secret_placeholders(ctx)
     goal = hide_secrets(ctx.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
+    if note:
+        goal += "\n\n" + hide_secrets(note, placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
     if not resumed:
         ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")

@@ -329,7 +329,16 @@ async def _diverged(
             reason=reason,
             instead="the agent takes over the block's goal from this action",
         )
-        await run_goal(ctx, block, resumed=True)
+        done = [
+            f"{a['verb']} {_expected(a)}".strip()
+            for a in (ctx.replayed.get(block.label) or {}).get("actions", [])[: number - 1]
+        ]
+        note = (
+            "(A replay of recorded actions already did, on this page: "
+            + ("; ".join(done) if done else "nothing")
+            + f". Its next action, {expected}, no longer matches the page: continue from here.)"
+        )
+        await run_goal(ctx, block, resumed=True, note=note)
         return "healed"
     found = await _divergence_card(
         ctx,

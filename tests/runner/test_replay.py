@@ -239,6 +239,10 @@ async def test_a_renamed_button_heals_by_fallback_then_by_the_agent_and_the_next
     assert "Sign up" in card["found"]
     healing_calls = len(llm.requests) - calls
     assert healing_calls == 3  # a conversation of its own: the email, the click, complete
+    told = observation_text(llm.requests[calls])  # the agent is told what the replay did
+    assert "A replay of recorded actions already did, on this page: fill #email." in told
+    # (the version healed by the fallback is the current one: its locator is the CSS path)
+    assert "Its next action, click #slot > button, no longer matches the page" in told
     assert moved.run.replay["blocks"]["subscribe"] == "healed"
     assert len(await versions(services, workflow_id)) == 3
 
