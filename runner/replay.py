@@ -39,11 +39,12 @@ from runner.workflow import (
     GoalBlock,
     GotoArgs,
 )
-from storage.action_cache import current_version, record_of_run, save_record
+from storage.action_cache import current_version, prune_versions, record_of_run, save_record
 from storage.status import CardKind
 
 log = logging.getLogger(__name__)
 
+MAX_VERSIONS = 20  # per cache key (a pinned version besides)
 GRACE_MS = 500  # how long the cached locator is given before a fallback that matches is used
 
 
@@ -400,6 +401,11 @@ async def save(ctx: RunContext) -> None:
             cached=cached,
             note=note,
         )
+        if cached:
+            assert run.workflow_id is not None and key is not None
+            await prune_versions(
+                session=session, workflow_id=run.workflow_id, cache_key=key, keep=MAX_VERSIONS
+            )
         await session.commit()
     if cached and ctx.replay:
         ctx.replay["new_version_id"] = record.id

@@ -100,6 +100,27 @@ async def set_pinned(
     return found
 
 
+async def prune_versions(
+    *, session: AsyncSession, workflow_id: str, cache_key: str, keep: int
+) -> None:
+    """Keeps the newest `keep` versions of a key (and a pinned one) in the cache; older ones
+    become their runs' own records only."""
+    rows = await session.scalars(
+        select(ActionRecord)
+        .where(
+            ActionRecord.workflow_id == workflow_id,
+            ActionRecord.cache_key == cache_key,
+            ActionRecord.cached.is_(True),
+            ActionRecord.pinned.is_(False),
+        )
+        .order_by(ActionRecord.created_at.desc(), ActionRecord.id.desc())
+        .offset(keep)
+    )
+    for row in rows:
+        row.cached = False
+    await session.flush()
+
+
 async def drop_version(*, session: AsyncSession, workflow_id: str, version_id: str) -> None:
     """Takes a version out of the cache. The run keeps its own actions (a rerun from one of
     its blocks still replays them)."""

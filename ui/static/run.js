@@ -130,7 +130,7 @@
     $("cancel").disabled = !!run.cancel_requested;
     $("cancel").textContent = run.cancel_requested ? "Canceling…" : "Cancel";
     $("rerun").hidden = active;
-    $("rerun-from").hidden = active || !((run.replay && run.replay.blocks) || run.workflow_id);
+    $("rerun-from").hidden = active;
     $("continue").hidden = active;
     const wf = run.workflow_id;
     $("edit").hidden = !wf;
