@@ -48,7 +48,11 @@ class RunExecution:
         try:
             async with asyncio.timeout(ctx.run.timeout_s) as ctx.deadline:
                 await ctx.open_browser()
-                await replay.prepare(ctx)
+                await ctx.env.db.retrying(
+                    lambda: replay.prepare(ctx),
+                    doing=f"reading what {ctx.run.id} replays",
+                    deadline=ctx.write_deadline(),
+                )
                 await replay.resume(ctx)
                 await run_blocks(ctx)
         except StepFailed as exc:
@@ -107,7 +111,11 @@ class RunExecution:
         await ctx.cards.flush()  # retried while the database is down, within a bound
         self.missing += ctx.cards.missing()
         try:
-            await replay.save(ctx)
+            await ctx.env.db.retrying(
+                lambda: replay.save(ctx),
+                doing=f"storing the actions of {ctx.run.id}",
+                deadline=ctx.write_deadline(),
+            )
         except Exception:
             log.exception("run %s: its actions could not be stored", ctx.run.id)
             self.missing.append("action cache: the run's actions could not be stored")

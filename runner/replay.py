@@ -40,6 +40,7 @@ from runner.workflow import (
     GotoArgs,
 )
 from storage.action_cache import current_version, prune_versions, record_of_run, save_record
+from storage.errors import ValidationFailed
 from storage.status import CardKind
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ async def prepare(ctx: RunContext) -> None:
     run, workflow = ctx.run, ctx.workflow
     info: dict[str, Any] = dict(run.replay or {})
     if run.workflow_id is not None:
-        info["cache_key"] = await asyncio.to_thread(cache_key_of, workflow, ctx.inputs)
+        try:
+            info["cache_key"] = await asyncio.to_thread(cache_key_of, workflow, ctx.inputs)
+        except ValidationFailed as exc:
+            raise StepFailed(f"cache_key: {exc.message}") from None
     labels = [block.label for block in workflow.blocks]
     wanted: list[str] = []
     record = None

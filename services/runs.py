@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runner.cache import cache_key_of
 from runner.context import CardListener, RunnerEnv
 from runner.executor import RunExecution
 from runner.resources import runner_env, sealed_inputs
@@ -342,6 +343,8 @@ async def queue_new_run(
         parsed = await asyncio.to_thread(parse_workflow, definition)
         inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
         await asyncio.to_thread(concurrency_key_of, parsed, inputs)
+        if options.workflow_id is not None:
+            await asyncio.to_thread(cache_key_of, parsed, inputs)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     if options.webhook_url is not None:

@@ -109,6 +109,12 @@ def test_refusals_name_the_field_or_the_record(client: httpx.Client, site: SiteS
     assert answer.json()["detail"][0]["field"] == "from_block"
     answer = client.post("/runs", json={"workflow_id": saved["id"], "run_with": "later"})
     assert answer.status_code == 422 and answer.json()["detail"][0]["field"] == "run_with"
+    keyed = client.post(
+        "/workflows", json={"definition": {**subscribe_workflow(site), "cache_key": "{{ nope }}"}}
+    ).json()
+    answer = client.post("/runs", json={"workflow_id": keyed["id"], "run_with": "code"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["field"] == "workflow.cache_key"
 
 
 def test_continue_from_a_run_over_http(client: httpx.Client, site: SiteServer) -> None:
