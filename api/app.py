@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from api import (
     artifacts,
+    cache,
     errors,
     guard,
     health,
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(live.router)
     api.include_router(artifacts.router)
     api.include_router(workflows.router)
+    api.include_router(cache.router)
     api.include_router(webhooks.router)
     api.include_router(schedules.router)
     api.include_router(triggers.router)

@@ -33,6 +33,8 @@ COMPONENTS = "#/components/schemas/"
 CONFLICTS: dict[str, str] = {
     "runs-cancel": "The run has already ended: only a queued or running run can be canceled",
     "runs-delete": "The run has not ended: cancel it first",
+    "runs-continue": "The run has not ended, or kept no browser state (none, or dropped after "
+    "GLASSBOX_CONTINUE_TTL_S)",
     "runs-webhook-deliveries-send": "The run has not ended, or its webhook is not due",
 }
 """Operations that answer 409, and when."""

@@ -65,6 +65,7 @@ def run_record(run: Run, artifacts: list[Artifact] | None = None) -> dict[str, A
         "metrics": run.metrics,
         "record": {"complete": not run.record_missing, "missing": list(run.record_missing or [])},
         "timeout_s": run.timeout_s,
+        "replay": run.replay,
         "artifacts": [artifact_record(a) for a in artifacts or []],
     }
 

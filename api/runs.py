@@ -14,7 +14,7 @@ from api.artifacts import HOSTILE_CONTENT_HEADERS
 from api.deps import ServicesDep, SessionDep, SettingsDep
 from api.records import artifact_record, card_record, public_record
 from api.reproduce import snippets
-from api.schemas import RunCreate, RunDuplicate, RunRerun
+from api.schemas import RunContinue, RunCreate, RunDuplicate, RunRerun
 from services import runs
 from services.activity import run_activity
 from storage.artifacts import list_artifacts
@@ -133,6 +133,25 @@ async def rerun(run_id: str, services: ServicesDep, body: RunRerun | None = None
         parameters=given.parameters,
         extra_http_headers=given.extra_http_headers,
         proxy_password=given.proxy_password,
+        from_block=given.from_block,
+    )
+    return public_record(new, [])
+
+
+@router.post(
+    "/runs/{run_id}/continue",
+    status_code=201,
+    summary="A new run starting where this one ended: its cookies, local storage and page",
+)
+async def continue_run(run_id: str, body: RunContinue, services: ServicesDep) -> dict[str, Any]:
+    new = await runs.continue_run(
+        services,
+        run_id,
+        workflow=body.workflow,
+        blocks=body.blocks,
+        goal=body.goal,
+        parameters=body.parameters,
+        title=body.title,
     )
     return public_record(new, [])
 

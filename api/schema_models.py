@@ -101,6 +101,11 @@ class RunRecord(_Out):
     metrics: Json | None
     record: RecordCompleteness
     timeout_s: int | None
+    replay: Json | None = Field(
+        description="What the run replayed: `cache_key`, `cache_version_id` (run_with: code), "
+        "`from_run_id` and `from_block` (a rerun from a block), `continue_from`, and `blocks`: "
+        "each block's label → replayed, healed or live; `new_version_id` when it made one"
+    )
     artifacts: list[ArtifactRecord]
     webhook_url: str | None
     proxy: Json | None = Field(description="The password masked")
@@ -249,6 +254,46 @@ class Reproduction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class CacheAction(_Out):
+    verb: str | None
+    locators: list[Json] = Field(description="The locator that worked first, then the fallbacks")
+    args: Json = Field(description="The step's arguments, strings as templates over parameters")
+    url: str | None = Field(description="The page's URL when the action was taken")
+    code: str | None = Field(description="The locator as the generated script writes it")
+
+
+class CacheBlock(_Out):
+    type: str | None
+    actions: int | list[CacheAction] = Field(
+        description="How many actions (in a list), or the actions (one version)"
+    )
+    extracted: Json | None = Field(
+        default=None, description="What the block reported (a goal's `complete`)"
+    )
+    fields: Json | None = Field(
+        default=None,
+        description="An extract instruction's values as field selectors (what a replay reads)",
+    )
+
+
+class CacheVersion(_Out):
+    """One version of a saved workflow's action cache: the blocks a run left under a key."""
+
+    id: str
+    workflow_id: str | None
+    cache_key: str | None
+    run_id: str = Field(description="The run that made this version")
+    created_at: str | None
+    pinned: bool
+    current: bool = Field(description="The version replays of its key use now")
+    note: str | None = Field(description="Why it was made: recorded or healed blocks")
+    blocks: dict[str, CacheBlock]
+
+
+class CacheVersionList(_Out):
+    items: list[CacheVersion]
+
+
 RESPONSES: dict[str, type[BaseModel]] = {
     "runs-create": RunRecord,
     "runs-list": RunPage,
@@ -259,6 +304,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "runs-cancel": RunRecord,
     "runs-rerun": RunRecord,
     "runs-duplicate": RunRecord,
+    "runs-continue": RunRecord,
     "runs-archive": RunRecord,
     "runs-unarchive": RunRecord,
     "runs-read": RunRecord,
@@ -281,6 +327,10 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "triggers-get": TriggerRecord,
     "uploads-create": UploadRecord,
     "uploads-get": UploadRecord,
+    "workflows-cache": CacheVersionList,
+    "workflows-cache-get": CacheVersion,
+    "workflows-cache-pin": CacheVersion,
+    "workflows-cache-unpin": CacheVersion,
     "service-health": Health,
     "hooks-call": RunRecord,
 }

@@ -146,6 +146,31 @@ class RunDuplicate(BaseModel):
     )
 
 
+class RunContinue(BaseModel):
+    """What a run continuing from another does, in its browser state and on its final page:
+    exactly one of a workflow, blocks or a goal."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"goal": "Open the cart and report its total"}],
+            "oneOf": _exactly_one(workflow="object", blocks="array", goal="string"),
+        },
+    )
+
+    workflow: dict[str, Any] | None = Field(
+        default=None, description="A whole workflow (the YAML format, as JSON)."
+    )
+    blocks: list[Any] | None = Field(
+        default=None, max_length=200, description="Blocks, run as a workflow of the run's URL."
+    )
+    goal: str | None = Field(
+        default=None, max_length=20_000, description="A goal for the agent (one goal block)."
+    )
+    parameters: Params = Field(default_factory=dict)
+    title: str | None = Field(default=None, max_length=500)
+
+
 class RunRerun(BaseModel):
     """Optional: the secrets of a finished run, which are not kept after it ends."""
 
@@ -162,6 +187,12 @@ class RunRerun(BaseModel):
         default=None, description="Values of the run's secret headers."
     )
     proxy_password: str | None = Field(default=None, description="The proxy's password.")
+    from_block: str | None = Field(
+        default=None,
+        max_length=200,
+        description="A block's label: the blocks before it replay the run's own recorded "
+        "actions (no LLM call), it and the rest run live.",
+    )
 
 
 class WorkflowCreate(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 from runner import workflow as wf
 from runner.actions import StepCall, perform
 from runner.browser import untraced
+from runner.cache import FIND_VALUES
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed, ToolProblem
 from runner.extract import schema_errors
@@ -168,13 +169,37 @@ def code_locator(element: Element) -> str:
     return f"page.locator({q(element.tag)}).first"
 
 
-async def run_goal(ctx: RunContext, block: wf.GoalBlock) -> None:
+def element_spec(element: Element) -> dict[str, Any]:
+    """The locator of `code_locator`, as the action cache keeps it (runner.locators)."""
+    attrs = element.attrs
+    if attrs.get("id") and re.fullmatch(r"[A-Za-z][\w-]*", attrs["id"]):
+        return {"css": "#" + attrs["id"]}
+    if attrs.get("name"):
+        return {"css": element.tag + "[name=" + json.dumps(attrs["name"]) + "]"}
+    role = attrs.get("role") or {"a": "link", "button": "button"}.get(element.tag)
+    name = attrs.get("aria-label") or element.text
+    if role and name:
+        return {"role": role, "name": name, "first": True}
+    if name:
+        return {"text": name, "first": True}
+    return {"css": element.tag, "first": True}
+
+
+async def run_goal(
+    ctx: RunContext, block: wf.GoalBlock, *, resumed: bool = False, note: str | None = None
+) -> None:
+    """Runs the agent to the block's goal; `resumed`: it takes over a replay of the block that
+    no longer matched the page (runner.replay), from where the replay stopped, told what was
+    done already in `note`."""
     client = ctx.llm()
     model = block.model or ctx.workflow.model or client.settings.llm_model
     placeholders = secret_placeholders(ctx)
     goal = hide_secrets(ctx.inputs.render(block.goal, f"{block.label}.goal"), placeholders)
+    if note:
+        goal += "\n\n" + hide_secrets(note, placeholders)
     state = AgentState(messages=[{"role": "system", "content": SYSTEM_PROMPT}])
-    ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
+    if not resumed:
+        ctx.code_body.append(f"# block {block.label!r}: goal — {goal[:80]!r}")
     url_in_code: str | None = None
     for step in range(1, block.max_steps + 1):
         await ctx.settle_tabs()
@@ -413,7 +438,7 @@ async def _step_call(
             )
         assert ctx.page is not None
         handle = await element_handle(ctx.page, observation, number)
-        located = Located(handle, element.line(), code_locator(element))
+        located = Located(handle, element.line(), code_locator(element), element_spec(element))
     elif name in ELEMENT_TOOLS:
         raise ToolProblem(f"{name} needs an element")
     step_args: wf.StepArgs
@@ -579,6 +604,7 @@ async def extract_with_model(ctx: RunContext, block: wf.ExtractBlock) -> None:
         raise StepFailed(f'block "{block.label}": the model\'s extraction is not valid: {problem}')
     if isinstance(data, dict):
         ctx.extracted.update(data)
+        await _cache_fields(ctx, page, data)
     else:
         ctx.extracted[block.label] = data
     await ctx.emit(
@@ -603,6 +629,35 @@ async def extract_with_model(ctx: RunContext, block: wf.ExtractBlock) -> None:
     ctx.code_body.extend(
         [f"# block {block.label!r}: extracted by the model ({instruction[:60]!r})", assignment]
     )
+
+
+async def _cache_fields(ctx: RunContext, page: Any, data: dict[str, Any]) -> None:
+    """Where the page shows each extracted value, as field selectors the action cache keeps
+    (a replay reads them again with no model call); nothing when a value is not shown as such."""
+    scalar = {
+        k: v
+        for k, v in data.items()
+        if isinstance(v, str | int | float) and not isinstance(v, bool)
+    }
+    if not scalar or len(scalar) != len(data) or ctx.actions.current is None:
+        return
+    try:
+        found = await untraced(lambda: page.evaluate(FIND_VALUES, scalar))
+    except Exception:
+        return
+    if isinstance(found, dict) and set(found) == set(scalar):
+        ctx.actions.current["fields"] = {
+            key: {
+                "selector": css,
+                "first": True,
+                "as": "number"
+                if isinstance(scalar[key], float)
+                else "integer"
+                if isinstance(scalar[key], int)
+                else "text",
+            }
+            for key, css in found.items()
+        }
 
 
 def _extracted(message: Any) -> tuple[Any, str | None]:

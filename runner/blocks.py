@@ -11,10 +11,12 @@ import time
 from runner import codegen
 from runner.actions import StepCall, perform
 from runner.agent import extract_with_model, run_goal
+from runner.cache import fingerprint
 from runner.chaining import run_workflow_block
 from runner.context import RunContext
 from runner.errors import RunEnded, StepFailed
 from runner.extract import extract_fields, schema_errors
+from runner.replay import entry_for, replay_block
 from runner.steps import target_of
 from runner.workflow import ActionBlock, Block, ExtractBlock, GoalBlock, RunWorkflowBlock
 from storage.status import CardKind
@@ -41,8 +43,14 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
     await ctx.recorder.group(f"{block.label} ({block.type})")
     error: str | None = None
     status = "completed"
+    extracted, summary = dict(ctx.extracted), ctx.summary
+    ctx.actions.begin(block.label, block.type, fingerprint(block), len(ctx.code_body))
+    how = "live"
     try:
-        if isinstance(block, ActionBlock):
+        entry = entry_for(ctx, block)
+        if entry is not None:
+            how = await replay_block(ctx, block, entry)
+        elif isinstance(block, ActionBlock):
             await run_action_block(ctx, index, block)
         elif isinstance(block, ExtractBlock):
             await run_extract_block(ctx, block)
@@ -50,6 +58,14 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
             await run_goal(ctx, block)
         elif isinstance(block, RunWorkflowBlock):
             await run_workflow_block(ctx, index, block)
+        ctx.actions.end(
+            ctx.code_body,
+            {k: v for k, v in ctx.extracted.items() if k not in extracted or extracted[k] != v},
+            ctx.summary if ctx.summary != summary else None,
+        )
+        ctx.actions.statuses[block.label] = how
+        if "blocks" in ctx.replay:
+            ctx.replay["blocks"][block.label] = how
     except StepFailed as exc:
         error, status = exc.reason, "failed"
         raise
@@ -61,6 +77,7 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
         status = stopped.value
         raise
     finally:
+        ctx.actions.abandon()
         await asyncio.shield(ctx.recorder.group_end())
         await asyncio.shield(
             ctx.emit(
@@ -68,7 +85,7 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
                 block_label=block.label,
                 status=status,
                 duration_ms=int((time.monotonic() - started) * 1000),
-                data={**card, "event": "finished", "error": error},
+                data={**card, "event": "finished", "error": error, "replay": how},
             )
         )
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from runner import codegen
 from runner.artifacts import ArtifactSink
+from runner.cache import ActionLog
 from runner.llm import LLMClient, LLMSettings
 from runner.observe import track_click_listeners
 from runner.recorder import RunRecorder
@@ -31,6 +32,7 @@ from storage.models import Run, TimelineCard, utcnow
 from storage.objects import ObjectStore
 from storage.retry import describe, is_transient
 from storage.runs import get_run
+from storage.sealing import Sealer
 from storage.status import CardKind, RunStatus
 from storage.timeline import add_card
 
@@ -58,6 +60,8 @@ class RunnerEnv:
     frame_listener: FrameListener | None = None
     # Runs waiting for a child run (`run_workflow` with `wait`): they hold no worker slot.
     waiting: set[str] = field(default_factory=set)
+    # Seals the browser state a run ends with (for a continuation), and opens its parent's.
+    sealer: Sealer | None = None
     # Set when the worker shuts down (time.monotonic()): its runs' writes are retried until
     # then at most (not their time limit); what is not stored stays in the spool, for the
     # salvage, and the reaper ends the run `interrupted`.
@@ -198,6 +202,11 @@ class RunContext:
         self.cards = CardWriter(env, run.id, self.write_deadline)
         self.code = codegen.CodeContext(values=inputs.values, secret_names=inputs.secret_names)
         self.code_body: list[str] = []
+        # The action cache: what this run did (`actions`), what it replays (`replayed`:
+        # label → the cached block), and where that came from (`replay`: for the run record).
+        self.actions = ActionLog()
+        self.replayed: dict[str, dict[str, Any]] = {}
+        self.replay: dict[str, Any] = {}
         self.browser_context: BrowserContext | None = None
         self.page: Page | None = None
         self.step_count = 0
@@ -371,6 +380,9 @@ class RunContext:
             options["proxy"] = self.proxy
         if self.extra_http_headers:
             options["extra_http_headers"] = self.extra_http_headers
+        state = self.parent_state()
+        if state.get("storage_state"):
+            options["storage_state"] = state["storage_state"]
         context = await self.env.browser.new_context(**options)
         self.browser_context = context
         context.set_default_timeout(settings.step_timeout_ms)
@@ -380,6 +392,25 @@ class RunContext:
         self.page = page
         page.on("close", self._on_page_closed)
         context.on("page", self.on_new_page)
+
+    def parent_state(self) -> dict[str, Any]:
+        """The browser state and URL of the run this one continues from (empty if none)."""
+        replay = self.run.replay or {}
+        if not replay.get("continue_from") or self.env.sealer is None:
+            return {}
+        return self.env.sealer.open(self.run.sealed_state)
+
+    async def final_state(self) -> str | None:
+        """The browser state and URL the run ends with, sealed (None: none kept)."""
+        context, sealer = self.browser_context, self.env.sealer
+        if context is None or sealer is None or self.settings.continue_ttl_s <= 0:
+            return None
+        try:
+            state = await asyncio.wait_for(context.storage_state(), 10)
+        except Exception:
+            log.warning("run %s: its browser state could not be read", self.run.id, exc_info=True)
+            return None
+        return sealer.seal({"storage_state": state, "url": self.url})
 
     async def save_counters(self) -> None:
         """The run's step count and metrics as they stand, for whoever watches it. Skipped

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from runner import codegen
+from runner import codegen, replay
 from runner.artifacts import release_spool
 from runner.blocks import run_blocks
 from runner.context import RunContext, RunnerEnv, capped
@@ -31,6 +31,7 @@ class RunExecution:
         # the run ending, not a lost lease.
         self.ended = False
         self.follow_up = "none"  # "queue", or why the completed run queues no follow-up
+        self.state: str | None = None  # the browser state it ends with, sealed
 
     @property
     def lost(self) -> bool:
@@ -47,6 +48,12 @@ class RunExecution:
         try:
             async with asyncio.timeout(ctx.run.timeout_s) as ctx.deadline:
                 await ctx.open_browser()
+                await ctx.env.db.retrying(
+                    lambda: replay.prepare(ctx),
+                    doing=f"reading what {ctx.run.id} replays",
+                    deadline=ctx.write_deadline(),
+                )
+                await replay.resume(ctx)
                 await run_blocks(ctx)
         except StepFailed as exc:
             status, reason = RunStatus.failed, exc.reason
@@ -81,6 +88,7 @@ class RunExecution:
         ctx = self.ctx
         if status is not RunStatus.completed and ctx.page is not None:
             await ctx.narrate(f"Run {status.value}: {reason}")
+        self.state = await ctx.final_state()  # before the recorder closes the context
         missing = await ctx.recorder.finish(ctx.page)
         script = codegen.generate(
             run_id=ctx.run.id,
@@ -102,6 +110,15 @@ class RunExecution:
         self.missing = [ctx.masker.mask_text(text) for text in missing]
         await ctx.cards.flush()  # retried while the database is down, within a bound
         self.missing += ctx.cards.missing()
+        try:
+            await ctx.env.db.retrying(
+                lambda: replay.save(ctx),
+                doing=f"storing the actions of {ctx.run.id}",
+                deadline=ctx.write_deadline(),
+            )
+        except Exception:
+            log.exception("run %s: its actions could not be stored", ctx.run.id)
+            self.missing.append("action cache: the run's actions could not be stored")
         if status is RunStatus.completed and not ctx.summary:
             ctx.summary = self._summary()
         if status is RunStatus.completed and ctx.workflow.follow_up is not None:
@@ -135,6 +152,9 @@ class RunExecution:
             run.action_count = ctx.action_count
             run.metrics = dict(ctx.metrics)
             run.record_missing = list(self.missing) or None
+            if ctx.replay:
+                run.replay = ctx.replay
+            run.sealed_state = self.state
             if self.lost:
                 log.warning("run %s: lost its lease; its status stays %s", ctx.run.id, run.status)
             elif run.status != status.value:  # else stored by an attempt whose answer was lost

@@ -98,6 +98,7 @@ async def runner_env(
                 browser=browser,
                 listeners=listeners or [],
                 frame_listener=frame_listener,
+                sealer=resources.sealer,
             )
         finally:
             await browser.close()

@@ -56,6 +56,22 @@ class RunnerSettings(BaseSettings):
     step_timeout_ms: int = Field(
         default=10_000, gt=0, description="Default timeout of a step that gives no timeout_ms."
     )
+    replay_match_timeout_ms: int = Field(
+        default=5_000,
+        gt=0,
+        description=(
+            "How long a replayed action (run_with: code) waits for its cached locator before it "
+            "tries the fallbacks and, failing those, records a divergence."
+        ),
+    )
+    continue_ttl_s: int = Field(
+        default=86_400,
+        ge=0,
+        description=(
+            "How long a finished run keeps its browser state (cookies, local storage, final URL; "
+            "sealed like secrets) for a run continuing from it; 0 keeps none."
+        ),
+    )
     navigation_timeout_ms: int = Field(
         default=30_000, gt=0, description="Default timeout of goto steps that give no timeout_ms."
     )

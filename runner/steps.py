@@ -50,6 +50,7 @@ class Located:
     handle: Handle
     target: str
     code: str
+    spec: dict[str, Any] | None = None  # how the action cache finds it again (runner.locators)
 
 
 @dataclass

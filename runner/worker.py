@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,10 +25,12 @@ from storage.models import Run, TimelineCard, utcnow
 from storage.notify import CANCEL, QUEUE, Notifier, Subscription, publish_run_event, publish_status
 from storage.queue import cancel_requested, claim_next, expired_runs, heartbeat
 from storage.retry import backoff, is_transient
-from storage.runs import copy_run, get_run, transition
+from storage.runs import copy_run, drop_expired_states, get_run, transition
 from storage.status import RunSource, RunStatus
 
 log = logging.getLogger(__name__)
+
+REPLAYED_AGAIN = ("from_run_id", "from_block", "continue_from")
 
 LIVE_FRAME_INTERVAL_S = 0.25
 # A worker shutting down while the database is down waits this long for its runs' writes.
@@ -393,6 +396,9 @@ class Worker:
         ):
             return ended
         async with self.resources.db.session() as session:
+            cutoff = utcnow() - timedelta(seconds=self.resources.runner.continue_ttl_s)
+            if await drop_expired_states(session=session, ended_before=cutoff):
+                await session.commit()
             candidates = await expired_runs(session=session)
         for run_id in candidates:
             if run_id in self.tasks:
@@ -438,5 +444,8 @@ class Worker:
         retry = await copy_run(
             session=session, run=run, source=RunSource.rerun, sealed_secrets=sealed
         )
+        # What it replayed it replays again (a rerun from a block, a continuation's state).
+        replay = {k: v for k, v in (run.replay or {}).items() if k in REPLAYED_AGAIN}
+        retry.replay, retry.sealed_state = replay or None, run.sealed_state
         await transition(session=session, run_id=retry.id, to=RunStatus.queued)
         return retry.id

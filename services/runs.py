@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runner.cache import cache_key_of
 from runner.context import CardListener, RunnerEnv
 from runner.executor import RunExecution
 from runner.resources import runner_env, sealed_inputs
@@ -27,8 +28,8 @@ from services.uploads import check_file_inputs, copy_inputs
 from services.webhooks import check_target
 from storage import runs as stored
 from storage.artifacts import list_artifacts
-from storage.errors import InvalidTransition, NotFound, ValidationFailed
-from storage.models import Artifact, Run
+from storage.errors import InvalidTransition, NotFound, RunNotFinished, StateGone, ValidationFailed
+from storage.models import Artifact, Run, utcnow
 from storage.notify import CANCEL, QUEUE, publish_status
 from storage.queue import flag_cancel, runs_holding
 from storage.status import TERMINAL_STATUSES, ArtifactKind, RunSource, RunStatus
@@ -39,6 +40,7 @@ __all__ = [
     "RunOptions",
     "RunPage",
     "cancel_run",
+    "continue_run",
     "delete_run",
     "duplicate_run",
     "generated_code",
@@ -73,6 +75,7 @@ class RunOptions:
     run_with: str = "agent"
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
+    replay: dict[str, Any] | None = None  # a rerun from a block, a continuation (runner.replay)
 
     REQUESTED: ClassVar[tuple[str, ...]] = (
         "title",
@@ -244,6 +247,7 @@ async def queue_run(
             tags=list(options.tags),
             metadata=options.metadata,
         )
+        run.replay = options.replay
         if within is not None:  # first: a run that loses its race copies nothing
             await within(session, run)
         superseded: list[str] = []
@@ -339,6 +343,8 @@ async def queue_new_run(
         parsed = await asyncio.to_thread(parse_workflow, definition)
         inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters)
         await asyncio.to_thread(concurrency_key_of, parsed, inputs)
+        if options.workflow_id is not None:
+            await asyncio.to_thread(cache_key_of, parsed, inputs)
     except ValidationFailed as exc:
         raise _within(exc, "workflow") from None
     if options.webhook_url is not None:
@@ -364,11 +370,13 @@ async def rerun(
     parameters: dict[str, Any] | None = None,
     extra_http_headers: dict[str, str] | None = None,
     proxy_password: str | None = None,
+    from_block: str | None = None,
 ) -> Run:
     """A new run with the same workflow, inputs and options, `parent_run_id` set. Secret
     values are not kept once a run has ended: a rerun of a finished run with secrets must be
     given them again (`parameters`, the secret `extra_http_headers`, `proxy_password`), else
-    ValidationFailed names the first missing one and lists them all."""
+    ValidationFailed names the first missing one and lists them all. With `from_block` (a
+    block's label) the blocks before it replay the run's own recorded actions."""
     return await _again(
         services,
         run_id,
@@ -376,6 +384,7 @@ async def rerun(
         given=parameters or {},
         headers=extra_http_headers or {},
         proxy_password=proxy_password,
+        from_block=from_block,
     )
 
 
@@ -411,10 +420,19 @@ async def _again(
     title: str | None = None,
     headers: dict[str, str] | None = None,
     proxy_password: str | None = None,
+    from_block: str | None = None,
 ) -> Run:
     async with services.db.session() as session:
         run = await stored.get_run(session=session, run_id=run_id)
     workflow = await asyncio.to_thread(parse_workflow, run.definition)
+    replay = None
+    if from_block is not None:
+        labels = [block.label for block in workflow.blocks]
+        if from_block not in labels:
+            raise ValidationFailed(
+                "from_block", f"not a block of this run (its blocks: {', '.join(labels)})"
+            )
+        replay = {"from_run_id": run.id, "from_block": from_block}
     sealed = sealed_inputs(services, run)
     values = {k: v for k, v in (run.parameters or {}).items() if k not in workflow.secret_names}
     values.update(sealed.parameters)
@@ -441,8 +459,62 @@ async def _again(
         title=title or run.title,
         extra_http_headers=extra_http_headers,
         proxy=proxy,
+        replay=replay,
     )
     return await queue_run(services, workflow, inputs, options)
+
+
+async def continue_run(
+    services: Services,
+    run_id: str,
+    *,
+    workflow: dict[str, Any] | None = None,
+    blocks: list[Any] | None = None,
+    goal: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    title: str | None = None,
+) -> Run:
+    """A new run that starts where `run_id` ended: in its browser state (cookies, local
+    storage) on its final page, running `workflow`, or `blocks`, or a `goal`. The state is
+    handed over sealed; the parent keeps it until GLASSBOX_CONTINUE_TTL_S after its end."""
+    given = [name for name, v in (("workflow", workflow), ("blocks", blocks), ("goal", goal)) if v]
+    if len(given) != 1:
+        raise ValidationFailed("workflow", "give exactly one of workflow, blocks or goal")
+    async with services.db.session() as session:
+        run = await stored.get_run(session=session, run_id=run_id)
+    if RunStatus(run.status) not in TERMINAL_STATUSES:
+        raise RunNotFinished(run.id, run.status)
+    ttl = services.runner.continue_ttl_s
+    if not run.sealed_state:
+        raise StateGone(run.id, "it kept none (no page was open, or it was dropped)")
+    if run.finished_at is not None and (utcnow() - run.finished_at).total_seconds() > ttl:
+        raise StateGone(run.id, f"it is kept {ttl} s after a run ends (GLASSBOX_CONTINUE_TTL_S)")
+    if workflow is not None:
+        definition: dict[str, Any] = dict(workflow)
+        prefix = "workflow"
+    else:
+        definition = {"title": title or f"Continue: {run.title}"}
+        if run.definition.get("url"):
+            definition["url"] = run.definition["url"]
+        definition.update({"blocks": blocks} if blocks else {"goal": goal})
+        prefix = ""
+    try:
+        parsed = await asyncio.to_thread(parse_workflow, definition)
+        inputs = await asyncio.to_thread(inputs_for, services, parsed, parameters or {})
+    except ValidationFailed as exc:
+        raise (_within(exc, prefix) if prefix else exc) from None
+    options = RunOptions(
+        source=RunSource.api,
+        parent_run_id=run.id,
+        title=title,
+        replay={"continue_from": run.id},
+    )
+    state = run.sealed_state
+
+    async def hand_over(session: AsyncSession, new: Run) -> None:
+        new.sealed_state = state
+
+    return await queue_run(services, parsed, inputs, options, within=hand_over)
 
 
 def _require_secrets(

@@ -39,6 +39,14 @@ class ValidationFailed(GlassboxError):
         self.line = line  # in a workflow's YAML/JSON text, when it came as text
 
 
+class StateGone(GlassboxError):
+    """A run to continue from kept no browser state (none recorded, or dropped since)."""
+
+    def __init__(self, run_id: str, why: str) -> None:
+        super().__init__(f"run {run_id} has no browser state to continue from: {why}")
+        self.run_id = run_id
+
+
 class WebhookError(GlassboxError):
     """A webhook delivery that cannot be attempted."""
 

@@ -185,12 +185,45 @@ class Run(Base):
     not_before: Mapped[datetime | None] = mapped_column()
     # The workflow's `concurrency_key` rendered over the run's parameters: one run per key.
     concurrency_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    # Replay: what this run replays ({"from_run_id", "from_block"} for a rerun from a block,
+    # {"continue_from"} for a continuation) and, once it ran, how each block went
+    # ({"blocks": {label: "replayed" | "healed" | "live"}, "cache_key", "cache_version_id"}).
+    replay: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The browser state (cookies, local storage) and URL the run ended with, sealed like secrets,
+    # for a run continuing from it (`POST /runs/{id}/continue`); dropped after
+    # GLASSBOX_CONTINUE_TTL_S. A continuation holds its parent's until it starts.
+    sealed_state: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_runs_status_created", "status", "created_at"),
         # The run list: newest first (keyset on created_at, id) and per-status counts.
         Index("ix_runs_archived_created_id", "archived", "created_at", "id"),
         Index("ix_runs_archived_status", "archived", "status"),
+    )
+
+
+class ActionRecord(Base):
+    """The resolved actions of one run, block by block (`blocks`: label → the block's actions
+    with their locators and value templates, see runner.replay). A row of a saved workflow's
+    run with `cached` set is a version of the workflow's action cache under `cache_key`; a run
+    replayed without change keeps its row uncached (a rerun from one of its blocks reads it)."""
+
+    __tablename__ = "action_records"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(40), unique=True)
+    workflow_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="CASCADE"), index=True
+    )
+    cache_key: Mapped[str | None] = mapped_column(String(200))
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    blocks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_action_records_cache", "workflow_id", "cache_key", "cached", "created_at"),
     )
 
 

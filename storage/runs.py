@@ -95,6 +95,21 @@ async def copy_run(
     )
 
 
+async def drop_expired_states(*, session: AsyncSession, ended_before: datetime) -> int:
+    """Forgets the sealed browser states of runs that ended before `ended_before` (the
+    continuation window is over) and of runs that never started; returns how many."""
+    result = await session.execute(
+        update(Run)
+        .where(
+            Run.sealed_state.is_not(None),
+            Run.status.in_([s.value for s in TERMINAL_STATUSES]),
+            or_(Run.finished_at.is_(None), Run.finished_at < ended_before),
+        )
+        .values(sealed_state=None)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def get_run(*, session: AsyncSession, run_id: str, lock: bool = False) -> Run:
     query = select(Run).where(Run.id == run_id)
     if lock:

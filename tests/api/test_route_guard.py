@@ -58,6 +58,7 @@ PROTECTED: frozenset[Key] = frozenset(
         ("POST", "/api/v1/runs/{run_id}/cancel"),
         ("POST", "/api/v1/runs/{run_id}/rerun"),
         ("POST", "/api/v1/runs/{run_id}/duplicate"),
+        ("POST", "/api/v1/runs/{run_id}/continue"),
         ("POST", "/api/v1/runs/{run_id}/archive"),
         ("POST", "/api/v1/runs/{run_id}/unarchive"),
         ("POST", "/api/v1/runs/{run_id}/read"),
@@ -75,6 +76,11 @@ PROTECTED: frozenset[Key] = frozenset(
         ("GET", "/api/v1/workflows/{workflow_id}"),
         ("PUT", "/api/v1/workflows/{workflow_id}"),
         ("DELETE", "/api/v1/workflows/{workflow_id}"),
+        ("GET", "/api/v1/workflows/{workflow_id}/cache"),
+        ("GET", "/api/v1/workflows/{workflow_id}/cache/{version_id}"),
+        ("POST", "/api/v1/workflows/{workflow_id}/cache/{version_id}/pin"),
+        ("POST", "/api/v1/workflows/{workflow_id}/cache/{version_id}/unpin"),
+        ("DELETE", "/api/v1/workflows/{workflow_id}/cache/{version_id}"),
         ("POST", "/api/v1/schedules"),
         ("GET", "/api/v1/schedules"),
         ("GET", "/api/v1/schedules/{schedule_id}"),
@@ -211,9 +217,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
                 assert answer.status_code == 201, answer.text
                 saved.append(answer.json()["id"])
             runs = [create_run(client, visit_workflow(site, title=MARKER)) for _ in range(2)]
+            for workflow_id in saved:  # a run of each saved workflow: a version of its cache
+                answer = client.post("/runs", json={"workflow_id": workflow_id})
+                assert answer.status_code == 201, answer.text
+                runs.append(answer.json())
             for run in runs:
                 record = wait_status(client, run["id"], timeout=90)
                 assert record["status"] == "completed", record["failure_reason"]
+            versions = [client.get(f"/workflows/{w}/cache").json()["items"][0]["id"] for w in saved]
             upload = client.post("/uploads", files={"file": ("note.txt", b"route guard")})
             assert upload.status_code == 201, upload.text
             trigger_ids = []
@@ -249,12 +260,14 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, site: SiteServer) -> Itera
                 "schedule_id": schedules[0],
                 "trigger_id": trigger_ids[0],
                 "upload_id": upload.json()["id"],
+                "version_id": versions[0],
             },
             victims={
                 "run_id": runs[1]["id"],
                 "workflow_id": saved[1],
                 "schedule_id": schedules[1],
                 "trigger_id": trigger_ids[1],
+                "version_id": versions[1],
             },
         )
 
@@ -460,6 +473,8 @@ def test_every_route_is_guarded_as_classified(guarded: Guarded) -> None:
         assert api.get("/runs").json()["counts"] == before
         for name, value in guarded.victims.items():
             resource = name.removesuffix("_id") + "s"  # run_id -> runs, schedule_id -> schedules
+            if name == "version_id":
+                resource = f"workflows/{guarded.victims['workflow_id']}/cache"
             assert api.get(f"/{resource}/{value}").status_code == 200, (name, value)
 
         # The right key opens every protected route (DELETEs last: they remove their victims).

@@ -130,6 +130,8 @@
     $("cancel").disabled = !!run.cancel_requested;
     $("cancel").textContent = run.cancel_requested ? "Canceling…" : "Cancel";
     $("rerun").hidden = active;
+    $("rerun-from").hidden = active;
+    $("continue").hidden = active;
     const wf = run.workflow_id;
     $("edit").hidden = !wf;
     $("duplicate-link").hidden = !wf;
@@ -213,7 +215,7 @@
         location.assign($("duplicate-link").href);
         return;
       }
-      if (error.status === 422) { openDuplicate(error); $("rerun").disabled = false; return; }
+      if (error.status === 422) { fromBlock = false; openDuplicate(error); $("rerun").disabled = false; return; }
       showError(`Could not rerun: ${error.detail || error.message}`);
       $("rerun").disabled = false;
     }
@@ -259,12 +261,20 @@
       el("p", { class: "field-error", "data-error-for": `parameters.${name}`, hidden: true }));
   }
 
+  let fromBlock = false; // the form reruns from a block instead of duplicating
   async function openDuplicate(error) {
     try {
       await reproduce();
     } catch (e) {
       showError(`Could not load the run's workflow: ${e.message}`);
       return;
+    }
+    $("from-block-field").hidden = !fromBlock;
+    $("duplicate-title").textContent = fromBlock ? "Rerun from a block" : "Duplicate this run";
+    if (fromBlock) {
+      const blocks = (definition.blocks || []).map((b) => b.label).filter(Boolean);
+      $("from-block").replaceChildren(...blocks.map((label) => el("option", { value: label, text: label })));
+      if (blocks.length > 1) $("from-block").value = blocks[blocks.length - 1];
     }
     const specs = definition.parameters || {};
     const values = run.parameters || {};
@@ -289,7 +299,31 @@
     if (invalid) invalid.focus();
   }
 
-  $("duplicate").addEventListener("click", () => openDuplicate(null));
+  $("duplicate").addEventListener("click", () => { fromBlock = false; openDuplicate(null); });
+
+  // --- rerun from a block: the same form, with the block to go live from -------------------
+  $("rerun-from").addEventListener("click", () => { fromBlock = true; openDuplicate(null); });
+
+  // --- continue: a new run in this run's browser state, with a goal --------------------------
+  $("continue").addEventListener("click", () => {
+    $("continue-error").hidden = true;
+    $("continue-dialog").showModal();
+    $("continue-goal").focus();
+  });
+  $("continue-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("continue-start").disabled = true;
+    try {
+      const created = await send("POST", `${runPath}/continue`, { goal: $("continue-goal").value });
+      location.assign(`/runs/${encodeURIComponent(created.id)}`);
+    } catch (error) {
+      const unplaced = Glassbox.placeErrors($("continue-form"), error);
+      if (!(error.fields || []).length) unplaced.push(error.detail || error.message);
+      $("continue-error").textContent = unplaced.join("\n");
+      $("continue-error").hidden = !unplaced.length;
+      $("continue-start").disabled = false;
+    }
+  });
   $("duplicate-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const specs = definition.parameters || {};
@@ -305,7 +339,9 @@
     }
     $("duplicate-start").disabled = true;
     try {
-      const created = await send("POST", `${runPath}/duplicate`, { parameters });
+      const created = fromBlock
+        ? await send("POST", `${runPath}/rerun`, { parameters, from_block: $("from-block").value })
+        : await send("POST", `${runPath}/duplicate`, { parameters });
       location.assign(`/runs/${encodeURIComponent(created.id)}`);
     } catch (error) {
       showDuplicateErrors(error);
@@ -413,7 +449,12 @@
       ];
     }
     if (card.kind === "divergence") {
-      return [el("div", { text: `Expected ${card.expected || "?"}` }), el("div", { class: "muted", text: `Found ${card.found || "?"}; ${card.done || card.action || ""}` })];
+      const found = (card.found || "").split("\n");
+      return [
+        el("div", {}, `Replayed ${card.verb || "action"} ${card.step || ""}: expected `, el("code", { class: "target", text: card.expected || "?" })),
+        el("div", { class: "muted", text: `The page showed: ${found.slice(0, 2).join(" — ")}` }),
+        el("div", { class: "result" + (card.status === "failed" ? " bad" : ""), text: `Instead: ${card.instead || "?"}` }),
+      ];
     }
     return [card.text || card.kind];
   }
@@ -878,8 +919,45 @@
 
   // --- code and trace (loaded when their tab opens) ------------------------------------------
 
+  /** The Code tab's action cache bar: the run's cache key and the version its replays use. */
+  async function loadCache() {
+    const bar = $("cache-bar");
+    const key = run.replay && run.replay.cache_key;
+    if (!run.workflow_id || !key) { bar.hidden = true; return; }
+    const base = `/workflows/${encodeURIComponent(run.workflow_id)}/cache`;
+    let versions = [];
+    try {
+      versions = (await json(`${base}?cache_key=${encodeURIComponent(key)}`)).items;
+    } catch (error) {
+      bar.replaceChildren(el("span", { class: "note", text: `Could not load the action cache: ${error.message}` }));
+      bar.hidden = false;
+      return;
+    }
+    const select = el("select", { id: "cache-version", "aria-label": "Cache version" },
+      ...versions.map((v) => el("option", { value: v.id, selected: v.current,
+        text: `${v.created_at.slice(0, 19).replace("T", " ")} · ${v.note || ""}${v.run_id === run.id ? " · this run" : ""}${v.pinned ? " · pinned" : ""}${v.current ? " · current" : ""}` })));
+    const use = el("button", { type: "button", id: "cache-use", class: "small", text: "Replay this version" });
+    use.addEventListener("click", async () => {
+      use.disabled = true;
+      try { await send("POST", `${base}/${encodeURIComponent(select.value)}/pin`, {}); await loadCache(); }
+      catch (error) { showError(`Could not pin the version: ${error.detail || error.message}`); use.disabled = false; }
+    });
+    const pinned = versions.find((v) => v.pinned);
+    const unpin = el("button", { type: "button", id: "cache-unpin", class: "small", text: "Replay the newest", hidden: !pinned });
+    unpin.addEventListener("click", async () => {
+      try { await send("POST", `${base}/${encodeURIComponent(pinned.id)}/unpin`, {}); await loadCache(); }
+      catch (error) { showError(`Could not unpin: ${error.detail || error.message}`); }
+    });
+    bar.replaceChildren(el("span", { class: "muted" }, "Action cache key ", el("code", { id: "cache-key", text: key })),
+      el("span", { class: "spacer" }),
+      versions.length ? select : el("span", { class: "muted", text: "no version yet" }),
+      versions.length ? use : "", unpin);
+    bar.hidden = false;
+  }
+
   async function loadCode() {
     if (codeLoaded || !run) return;
+    loadCache();
     const box = $("code");
     if (ACTIVE.has(run.status)) { box.replaceChildren(el("p", { class: "note", text: "The code is generated when the run ends." })); return; }
     try {
