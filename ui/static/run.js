@@ -270,10 +270,10 @@
     }
   }
 
-  /** A flat object as key: value chips; nested values as compact JSON, cut short. */
+  /** A flat object as key: value chips; lists and nested values compact, cut short. */
   function keyValues(object) {
     return el("dl", { class: "kv" }, Object.entries(object).map(([k, v]) => {
-      let shown = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
+      let shown = compact(v);
       if (shown.length > 160) shown = shown.slice(0, 157) + "…";
       return el("div", {}, el("dt", { text: k }), el("dd", { class: "mono", text: shown }));
     }));

@@ -127,7 +127,7 @@
     const reason = run.failure_reason;
     if (!reason || run.status === "completed") return null;
     const line = reason.split("\n")[0];
-    return el("div", { class: "short-error", title: reason, text: line.length > 110 ? line.slice(0, 107) + "…" : line });
+    return el("div", { class: "short-error" + (run.status === "canceled" ? " canceled" : ""), title: reason, text: line.length > 110 ? line.slice(0, 107) + "…" : line });
   }
 
   async function act(button, work) {
@@ -162,10 +162,10 @@
         el("a", { href, text: run.title || run.id }),
         shortError(run), tagChips(run)),
       el("td", { class: "col-workflow" }, workflow),
-      el("td", {}, badge(run.status)),
+      el("td", { class: "status-cell" }, badge(run.status)),
       sourceCell(run),
       el("td", { class: "nowrap started" }, ago(run.started_at || run.created_at)),
-      el("td", { class: "nowrap mono duration", text: runDuration(run) }),
+      el("td", { class: "nowrap num duration", text: runDuration(run) }),
       el("td", { class: "col-steps nowrap", title: `${run.step_count || 0} steps, ${run.action_count || 0} actions`, text: `${run.step_count || 0} / ${run.action_count || 0}` }),
       el("td", { class: "row-actions" }, rowActions(run)));
   }

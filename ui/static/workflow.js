@@ -127,6 +127,7 @@
       const page = await json(`/runs?workflow_id=${encodeURIComponent(workflowId)}&limit=10`);
       document.querySelector("#wf-runs tbody").replaceChildren(...page.items.map(runRow));
       document.getElementById("no-runs").hidden = page.items.length > 0;
+      document.getElementById("wf-runs").hidden = !page.items.length; // no empty table head
       if (page.items.some((r) => ACTIVE.has(r.status))) timer = setTimeout(loadRuns, 2000);
       else timer = setTimeout(loadRuns, 10000);
     } catch (_) {
