@@ -242,3 +242,52 @@ async def loaded(page: Page) -> None:
         "() => { const i = document.getElementById('browser-image');"
         " return !i.hidden && i.complete && i.naturalWidth > 0; }"
     )
+
+
+async def test_a_run_started_by_an_uploaded_file_says_so_and_lists_the_file(
+    ui: Watched, api: httpx.Client, site: SiteServer
+) -> None:
+    page = ui.page
+    definition = {
+        "title": "File a photo",
+        "url": site.url,
+        "timeout_s": 60,
+        "parameters": {"photo": {"type": "file"}},
+        "blocks": [
+            {
+                "label": "send",
+                "type": "action",
+                "steps": [
+                    {"goto": "{{ url }}upload.html"},
+                    {"upload": {"selector": "#file", "file": "{{ photo }}"}},
+                    {"click": {"role": "button", "name": "Upload"}},
+                    {"assert_text": {"text": "Received room.txt"}},
+                ],
+            }
+        ],
+    }
+    saved = api.post("/workflows", json={"definition": definition}).json()
+    trigger = api.post(
+        f"/workflows/{saved['id']}/triggers", json={"name": "photo inbox", "kind": "upload"}
+    ).json()
+    answer = httpx.post(
+        ui.base_url + trigger["url"],
+        files=[("file", ("room.txt", b"a bright room\n", "text/plain"))],
+        headers={"X-Glassbox-Token": trigger["token"]},
+    )
+    assert answer.status_code == 201, answer.text
+    run = wait_status(api, answer.json()["items"][0]["id"])
+    assert run["status"] == "completed", run["failure_reason"]
+
+    await page.goto(f"{ui.base_url}/runs?source=upload")
+    row = page.locator(f'tr[data-run-id="{run["id"]}"]')
+    await expect(row.locator("td.col-source")).to_have_text("Upload")
+    await expect(page.locator("#source")).to_have_value("upload")
+    await row.locator("td.title a").click()
+    await expect(page.locator("#source")).to_have_text("Source upload trigger")
+    origin = page.locator("#run-origin")
+    await expect(origin).to_contain_text("Upload trigger")
+    await expect(origin.locator("[data-origin=triggers]")).to_contain_text("photo inbox")
+    await page.locator("#tab-output").click()
+    given = page.locator("#file-table tr", has_text="room.txt")
+    await expect(given.locator("td").nth(1)).to_have_text("input")

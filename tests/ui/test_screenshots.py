@@ -1,6 +1,6 @@
 """Screenshots of every page and tab at a phone's width (390 px) and a laptop's (1280 px), kept
 as test output for a person to look at: the workflow list, the launch form, the history, a
-running run, a failed run, and each tab of a completed one. Saved under GLASSBOX_UI_SHOTS when
+running run, a failed run, and each tab of a completed one. Saved under UI_SHOTS when
 set, else `ui-shots/` in pytest's base temporary directory. Each page must fit its width (no
 horizontal scrolling), show no broken image and log no error."""
 
@@ -48,7 +48,7 @@ BROKEN_IMAGES = """() => [...document.images]
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("GLASSBOX_UI_SHOTS")
+    given = os.environ.get("UI_SHOTS")
     directory = Path(given) if given else tmp_path_factory.getbasetemp() / "ui-shots"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
