@@ -267,13 +267,28 @@ async def test_a_run_started_by_an_uploaded_file_says_so_and_lists_the_file(
         ],
     }
     saved = api.post("/workflows", json={"definition": definition}).json()
-    trigger = api.post(
-        f"/workflows/{saved['id']}/triggers", json={"name": "photo inbox", "kind": "upload"}
-    ).json()
+    # Made on the workflow's page: its token shown once, with a call that uses it.
+    await page.goto(f"{ui.base_url}/workflows/{saved['id']}")
+    await expect(page.locator("#no-triggers")).to_be_visible()
+    await page.locator("#trigger-kind").select_option("upload")
+    await expect(page.locator("#trigger-help")).to_contain_text("each file starts a run")
+    await page.locator("#trigger-name").fill("photo inbox")
+    await page.locator("#add-trigger").click()
+    token = await page.locator("#trigger-token").inner_text()
+    assert token.startswith("gbt_")
+    await expect(page.locator("#trigger-call")).to_contain_text("-F file=@")
+    item = page.locator("#trigger-list li[data-kind=upload]")
+    await expect(item).to_contain_text("photo inbox")
+    await expect(item).to_contain_text("a run per uploaded file → photo")
+    trigger = api.get(f"/workflows/{saved['id']}/triggers").json()["items"][0]
+    assert (
+        trigger["kind"] == "upload"
+        and await item.get_attribute("data-trigger-id") == (trigger["id"])
+    )
     answer = httpx.post(
         ui.base_url + trigger["url"],
         files=[("file", ("room.txt", b"a bright room\n", "text/plain"))],
-        headers={"X-Glassbox-Token": trigger["token"]},
+        headers={"X-Glassbox-Token": token},
     )
     assert answer.status_code == 201, answer.text
     run = wait_status(api, answer.json()["items"][0]["id"])
