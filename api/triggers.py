@@ -210,7 +210,7 @@ async def _call_upload(request: Request, services: ServicesDep, trigger: Trigger
         for key, part in form.multi_items():
             if isinstance(part, UploadFile):
                 if key != "file":
-                    raise ValidationFailed(key, "files go in parts named `file`")
+                    raise ValidationFailed(key[:64], "files go in parts named `file`")
                 part.file.seek(0, 2)
                 size = part.file.tell()
                 part.file.seek(0)

@@ -617,9 +617,20 @@
 
   /** The screenshot of `card`, else of the nearest card before it that has one. */
   function screenshotFor(card) {
-    const before = cards.filter((c) => c.seq <= card.seq && c.screenshot_url);
+    const before = cards.filter((c) => c.seq <= card.seq && c.screenshot_url && !missingShots.has(c.seq));
     return before.length ? before[before.length - 1] : null;
   }
+  // Cards whose screenshot could not be loaded (a run cut short may have had no frame left to
+  // keep): the nearest earlier one is shown instead, never a broken image.
+  const missingShots = new Set();
+  let shownShot = null;
+  $("browser-image").addEventListener("error", () => {
+    if (shownShot === null) return;
+    missingShots.add(shownShot);
+    shownShot = null;
+    const card = cards.find((c) => c.seq === selectedSeq);
+    if (card) selectCard(card);
+  });
 
   function selectCard(card, focus = false) {
     selectedSeq = card.seq;
@@ -633,6 +644,7 @@
     const index = cards.indexOf(card);
     const label = `#${card.seq} ${cardLabel(card)}` + (index === cards.length - 1 ? " · last card" : "");
     const shot = screenshotFor(card);
+    shownShot = shot ? shot.seq : null;
     if (shot) {
       showImage(withKey(shot.screenshot_url), shot === card ? label : `${label} · screenshot of #${shot.seq}`, shot.url || card.url);
     } else {
@@ -730,6 +742,7 @@
     selectedSeq = null;
     for (const item of $("timeline").querySelectorAll(".card.selected")) item.classList.remove("selected");
     $("back-to-live").hidden = true;
+    shownShot = null;
     if (frameUrl) showImage(frameUrl, "Live", ""); else showPlaceholder("Waiting for the browser…", "Live");
     renderActivity();
   });
@@ -762,7 +775,7 @@
     socket.onmessage = (e) => {
       if (!(e.data instanceof Blob)) return;
       const url = URL.createObjectURL(e.data);
-      if (selectedSeq === null) showImage(url, "Live", "");
+      if (selectedSeq === null) { shownShot = null; showImage(url, "Live", ""); }
       if (frameUrl) URL.revokeObjectURL(frameUrl);
       frameUrl = url;
     };
@@ -778,6 +791,7 @@
     $("back-to-live").hidden = true;
     await loadRun();
     const page = await json(`${runPath}/timeline`);
+    missingShots.clear(); // screenshots still being stored a moment ago are there now
     addCards(page.items);
     selectedSeq = null;
     selectDefault();
