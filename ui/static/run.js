@@ -210,7 +210,7 @@
   }
 
   function renderRelations() {
-    if (!run) return;
+    if (!run || children === null) return; // once, with the runs it started: no second jump
     const rows = [];
     const row = (name, id, ...content) => rows.push(el("dt", { text: name }), el("dd", { id }, ...content));
     if ((run.tags || []).length) row("Tags", "run-tags", tagLinks(run.tags));
@@ -234,7 +234,9 @@
     try {
       const page = await json(`/runs?parent_run_id=${encodeURIComponent(runId)}&limit=20`);
       children = { items: page.items.slice().reverse(), more: !!page.next_cursor }; // oldest first
-    } catch (_) { return; }
+    } catch (_) {
+      if (children === null) children = { items: [], more: false };
+    }
     renderRelations();
   }
 
@@ -1124,8 +1126,7 @@
       return;
     }
     post(`${runPath}/read`).catch(() => {});
-    loadChildren();
-    const page = await json(`${runPath}/timeline`);
+    const [page] = await Promise.all([json(`${runPath}/timeline`), loadChildren()]);
     cards = page.items;
     renderTimeline();
     renderDetails();
