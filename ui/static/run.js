@@ -91,7 +91,7 @@
       history.replaceState(null, "", name === "overview" ? location.pathname + location.search : "#" + name);
     }
     if (name === "code") loadCode();
-    if (name === "trace") loadTrace();
+    if (name === "trace") { if (traceLoaded) keepTabFocus($("trace-frame"), true); else loadTrace(); }
     if (name === "recording") placeMarkers();
     if (name === "parameters") renderBlockConfig();
   }
@@ -1103,10 +1103,27 @@
       return;
     }
     const traceUrl = new URL(withKey(trace.url), location.origin).href;
+    const frame = el("iframe", { class: "trace", id: "trace-frame", title: "Trace viewer", src: `/trace-viewer/index.html?trace=${encodeURIComponent(traceUrl)}` });
     box.replaceChildren(
       el("p", { class: "note" }, "Playwright trace viewer · ", el("a", { href: withKey(trace.url + "?download=true"), text: "download " + trace.name })),
-      el("iframe", { class: "trace", id: "trace-frame", title: "Trace viewer", src: `/trace-viewer/index.html?trace=${encodeURIComponent(traceUrl)}` }));
+      frame);
+    keepTabFocus(frame);
     traceLoaded = true;
+  }
+
+  /** The trace viewer focuses itself as it starts: a keyboard user moving along the tabs stays
+      on the tab (until a moment after the viewer has loaded; a click inside it after that is
+      theirs). */
+  function keepTabFocus(frame, loaded = false) {
+    const tab = $("tab-trace");
+    if (!frame || !$("tabs").contains(document.activeElement)) return; // moving along the tabs
+    let until = loaded ? Date.now() + 1500 : Infinity;
+    const back = () => setTimeout(() => {
+      if (Date.now() < until && document.activeElement === frame) tab.focus();
+    }, 0);
+    window.addEventListener("blur", back);
+    if (!loaded) frame.addEventListener("load", () => { until = Date.now() + 1500; });
+    setTimeout(() => window.removeEventListener("blur", back), 15000);
   }
 
   // --- start ------------------------------------------------------------------------------------
