@@ -877,6 +877,12 @@
       rest.map((k) => args({ [k]: step[k] })));
   }
 
+  /** An extract field without the options it leaves at their defaults (first/all false, as text). */
+  function fieldOptions(spec) {
+    if (spec === null || typeof spec !== "object") return spec;
+    return Object.fromEntries(Object.entries(spec).filter(([k, v]) => v !== false && !(k === "as" && v === "text")));
+  }
+
   function blockView(block) {
     const shown = new Set(["label", "type", "steps", "fields", "goal", "blocks"]);
     const options = Object.fromEntries(Object.entries(block).filter(([k]) => !shown.has(k)));
@@ -886,7 +892,7 @@
       Object.keys(options).length ? metaTable(options, "block-options") : null,
       block.steps ? el("ol", { class: "steps", id: "block-steps" }, block.steps.map(stepItem)) : null,
       block.fields ? el("table", { class: "meta", id: "block-fields" }, el("tbody", {}, Object.entries(block.fields).map(([name, spec]) =>
-        el("tr", {}, el("th", { scope: "row", text: name }), el("td", {}, args(spec)))))) : null,
+        el("tr", {}, el("th", { scope: "row", text: name }), el("td", {}, args(fieldOptions(spec))))))) : null,
       block.blocks ? el("p", { class: "muted", text: `Blocks: ${block.blocks.map((b) => b.label).join(", ")}` }) : null);
   }
 
