@@ -1,7 +1,7 @@
 """upload triggers: a trigger's kind and the file parameter its files go to
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-03 17:00:00.000000
 """
 from alembic import op
