@@ -36,6 +36,7 @@ MAX_JSON_DEPTH = 64
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 UPLOAD_PREFIX = "/api/v1/uploads"
+HOOK_PREFIX = "/api/v1/hooks/"  # an upload trigger's files; the route checks its token first
 _JSON_TYPE = re.compile(r"^application/([\w.+-]+\+)?json$")
 _UNSPECIFIED = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -118,7 +119,7 @@ class Guard:
 
     def takes_multipart(self, scope: Scope) -> bool:
         path: str = scope["path"]
-        if path == UPLOAD_PREFIX or path.startswith(UPLOAD_PREFIX + "/"):
+        if path == UPLOAD_PREFIX or path.startswith((UPLOAD_PREFIX + "/", HOOK_PREFIX)):
             return True
         if self._multipart is None:
             self._multipart = _multipart_routes(scope.get("app"))

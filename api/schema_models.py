@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 Json = dict[str, Any]
 
@@ -202,6 +202,13 @@ class TriggerRecord(_Out):
     id: str
     workflow_id: str
     name: str | None
+    kind: str = Field(
+        examples=["webhook", "upload"],
+        description="`webhook`: a JSON body starts a run; `upload`: each file starts a run",
+    )
+    file_parameter: str | None = Field(
+        description="An upload trigger's `type: file` parameter, which takes each file"
+    )
     url: str = Field(description="Where to POST a call")
     token_prefix: str | None
     parameters: Json
@@ -222,6 +229,14 @@ class TriggerCreated(TriggerRecord):
 
 class TriggerList(_Out):
     items: list[TriggerRecord]
+
+
+class RunList(_Out):
+    items: list[RunRecord]
+
+
+class HookAnswer(RootModel[RunRecord | RunList]):
+    """A webhook trigger's run, or an upload trigger's runs (`items`, one per file)."""
 
 
 class UploadRecord(_Out):
@@ -332,7 +347,7 @@ RESPONSES: dict[str, type[BaseModel]] = {
     "workflows-cache-pin": CacheVersion,
     "workflows-cache-unpin": CacheVersion,
     "service-health": Health,
-    "hooks-call": RunRecord,
+    "hooks-call": HookAnswer,
 }
 """The answer's model of each operation (by operationId) whose route returns a plain dict."""
 

@@ -1,17 +1,24 @@
 """Trigger URLs of saved workflows: managed under /api/v1 with an API key (`router`), called at
-`POST /api/v1/hooks/{trigger_id}` with the trigger's own token instead (`hooks`)."""
+`POST /api/v1/hooks/{trigger_id}` with the trigger's own token instead (`hooks`): a JSON body for
+a webhook trigger (one run), a multipart form of files for an upload trigger (one run per
+file). The token is checked before the body is read."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
 from api.deps import ServicesDep
 from api.records import API_PREFIX, iso, public_record
+from api.uploads import FORM_OVERHEAD, BodyTooLarge, limited, too_large
 from services import triggers
-from services.triggers import CreatedTrigger
+from services.triggers import MAX_FILES, CreatedTrigger, PostedFile
+from services.uploads import UploadTooLarge
+from storage.errors import ValidationFailed
 from storage.models import Trigger
 
 router = APIRouter(tags=["triggers"])
@@ -33,9 +40,22 @@ class TriggerCreate(BaseModel):
     )
 
     name: str | None = Field(default=None, max_length=200)
+    kind: Literal["webhook", "upload"] = Field(
+        default="webhook",
+        description="`webhook`: a call's JSON body starts one run; `upload`: each file of a "
+        "multipart call starts one run (`source: upload`).",
+    )
+    file_parameter: str | None = Field(
+        default=None,
+        max_length=100,
+        description="An upload trigger's `type: file` parameter that takes each file "
+        "(default: the workflow's only one).",
+    )
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="A template per parameter over the call's JSON body (`payload`).",
+        description="A template per parameter over the call's JSON body (`payload`); for an "
+        "upload trigger, over the form's text fields (`payload`) and the file "
+        "(`file.name`, `file.content_type`, `file.size`).",
     )
     signed: bool = Field(
         default=False,
@@ -56,6 +76,8 @@ def record(trigger: Trigger) -> dict[str, Any]:
         "id": trigger.id,
         "workflow_id": trigger.workflow_id,
         "name": trigger.name,
+        "kind": trigger.kind,
+        "file_parameter": trigger.file_parameter,
         "url": hook_url(trigger.id),
         "token_prefix": trigger.token_prefix,
         "parameters": trigger.parameters or {},
@@ -92,6 +114,8 @@ async def create(workflow_id: str, body: TriggerCreate, services: ServicesDep) -
         signed=body.signed,
         tags=body.tags,
         metadata=body.metadata,
+        kind=body.kind,
+        file_parameter=body.file_parameter,
     )
     return created(made)
 
@@ -121,16 +145,82 @@ async def remove(trigger_id: str, services: ServicesDep) -> Response:
     "/hooks/{trigger_id}",
     status_code=201,
     summary="Start a run of the trigger's workflow (authenticated by X-Glassbox-Token)",
+    description="A webhook trigger takes a JSON body (its `payload`) and answers the run's "
+    "record. An upload trigger takes a multipart form of one or more parts named `file` and "
+    'answers `{"items": [run…]}`: one run per file (`source: upload`).',
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "maxItems": MAX_FILES,
+                            }
+                        },
+                    }
+                },
+            }
+        }
+    },
 )
 async def call(
     trigger_id: str,
     request: Request,
     services: ServicesDep,
     x_glassbox_token: str | None = Header(default=None, max_length=200),
-) -> dict[str, Any]:
+) -> Any:
+    trigger = await triggers.authorized(services, trigger_id, x_glassbox_token)
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+    if trigger.kind == "upload":
+        if not multipart:
+            raise ValidationFailed(
+                "file", "an upload trigger takes files: multipart/form-data, in parts named `file`"
+            )
+        return await _call_upload(request, services, trigger)
+    if multipart:  # not read: the request guard's body limit is for JSON only
+        raise ValidationFailed("payload", "the body must be JSON")
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    run = await triggers.fire(
-        services, trigger_id, token=x_glassbox_token, headers=headers, body=body
-    )
+    run = await triggers.fire(services, trigger, headers=headers, body=body)
     return public_record(run, [])
+
+
+async def _call_upload(request: Request, services: ServicesDep, trigger: Trigger) -> Any:
+    """The files of a call to an upload trigger: one run each, or a refusal that starts none."""
+    limit = services.settings.service.max_upload_bytes
+    total = MAX_FILES * (limit + FORM_OVERHEAD)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > total:
+        return too_large(limit)
+    try:
+        form = await limited(request, total).form(max_files=MAX_FILES, max_fields=20)
+    except BodyTooLarge:
+        return too_large(limit)
+    except Exception as exc:  # a malformed form, or too many parts: starlette's own errors
+        raise ValidationFailed("file", f"not a valid multipart form: {exc}") from None
+    try:
+        files: list[PostedFile] = []
+        fields: dict[str, str] = {}
+        for key, part in form.multi_items():
+            if isinstance(part, UploadFile):
+                if key != "file":
+                    raise ValidationFailed(key[:64], "files go in parts named `file`")
+                part.file.seek(0, 2)
+                size = part.file.tell()
+                part.file.seek(0)
+                files.append(PostedFile(part.filename, part.content_type, size, part.file.read))
+            else:
+                fields[key] = part
+        try:
+            runs = await triggers.fire_upload(services, trigger, files, fields)
+        except UploadTooLarge:
+            return too_large(limit)
+    finally:
+        await form.close()
+    return JSONResponse(status_code=201, content={"items": [public_record(r, []) for r in runs]})

@@ -35,12 +35,12 @@ def upload_record(upload: Upload) -> dict[str, Any]:
     }
 
 
-class _BodyTooLarge(Exception):
+class BodyTooLarge(Exception):
     pass
 
 
-def _limited(request: Request, limit: int) -> Request:
-    """The request, its body cut off (`_BodyTooLarge`) past `limit` bytes as it streams in."""
+def limited(request: Request, limit: int) -> Request:
+    """The request, its body cut off (`BodyTooLarge`) past `limit` bytes as it streams in."""
     receive = request.receive
     seen = 0
 
@@ -50,13 +50,13 @@ def _limited(request: Request, limit: int) -> Request:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise _BodyTooLarge
+                raise BodyTooLarge
         return message
 
     return Request(request.scope, limited_receive)
 
 
-def _too_large(limit: int) -> JSONResponse:
+def too_large(limit: int) -> JSONResponse:
     return JSONResponse(
         status_code=413,
         content={"detail": f"file: larger than the upload limit of {limit} bytes"},
@@ -87,13 +87,13 @@ async def create_upload(request: Request, services: ServicesDep) -> Any:
     limit = services.settings.service.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
-        return _too_large(limit)
+        return too_large(limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ValidationFailed("file", "send the file as multipart/form-data, in a part `file`")
     try:
-        form = await _limited(request, limit + FORM_OVERHEAD).form(max_files=1, max_fields=5)
-    except _BodyTooLarge:
-        return _too_large(limit)
+        form = await limited(request, limit + FORM_OVERHEAD).form(max_files=1, max_fields=5)
+    except BodyTooLarge:
+        return too_large(limit)
     except Exception as exc:  # a malformed form: starlette raises its own errors
         raise ValidationFailed("file", f"not a valid multipart form: {exc}") from None
     try:
@@ -105,7 +105,7 @@ async def create_upload(request: Request, services: ServicesDep) -> Any:
             services, name=part.filename, content_type=part.content_type, read=read
         )
     except UploadTooLarge:
-        return _too_large(limit)
+        return too_large(limit)
     finally:
         await form.close()
     return upload_record(upload)

@@ -4,6 +4,7 @@ with its video offset and the screenshot of its effect, and its lines of generat
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ class StepCall:
 
 async def perform(ctx: RunContext, call: StepCall) -> Outcome:
     """Performs one action and records it. Raises `StepFailed` (the card says failed) with the
-    reason alone; the caller says where it happened."""
+    reason alone; the caller says where it happened. An action cut short by the run's time
+    limit or a cancel keeps its card too (status `timed_out` / `canceled`)."""
     action = await ctx.begin_action(call.block, call.verb, call.number)
     assert ctx.page is not None
     pre = ctx.actions.pre(ctx.code_body)
@@ -66,6 +68,21 @@ async def perform(ctx: RunContext, call: StepCall) -> Outcome:
             extra={"tool": call.tool} if call.tool else None,
         )
         raise exc from error if exc is not error else None
+    except asyncio.CancelledError:
+        stopped, why = ctx.why_stopped()
+        target = target_of(call.args, call.located)
+        await asyncio.shield(
+            ctx.action_card(
+                action,
+                target=ctx.masker.mask_text(target) if target else None,
+                result=stopped.value,
+                error=why,
+                url=action.url,
+                status=stopped.value,
+                extra={"tool": call.tool} if call.tool else None,
+            )
+        )
+        raise
     lines = list(outcome.code)
     ctx.add_code(lines)
     if call.cached is not None:

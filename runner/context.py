@@ -271,8 +271,10 @@ class RunContext:
         code: list[str] | None = None,
         box_of: Any = None,
         extra: dict[str, Any] | None = None,
+        status: str | None = None,
     ) -> None:
-        """The card of one browser operation, with the screenshot that shows its effect."""
+        """The card of one browser operation, with the screenshot that shows its effect.
+        `status` defaults to failed with an error, completed without."""
         self.action_count += 1
         shot_id = new_id("art")
         name = f"{self.action_count:04d}-{action.verb}.jpg"
@@ -280,7 +282,7 @@ class RunContext:
         await self.emit(
             CardKind.action,
             block_label=action.block,
-            status="failed" if error else "completed",
+            status=status or ("failed" if error else "completed"),
             duration_ms=int((time.monotonic() - action.started) * 1000),
             screenshot_artifact_id=shot_id,
             video_ms=action.video_ms,

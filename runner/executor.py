@@ -177,7 +177,8 @@ class RunExecution:
     def _summary(self) -> str:
         ctx = self.ctx
         blocks = len(ctx.workflow.blocks)
-        text = f"Ran {blocks} block{'s' * (blocks != 1)}, {ctx.action_count} actions"
+        actions = ctx.action_count
+        text = f"Ran {blocks} block{'s' * (blocks != 1)}, {actions} action{'s' * (actions != 1)}"
         if ctx.extracted:
             text += f"; extracted {', '.join(ctx.extracted)}"
         return text

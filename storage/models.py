@@ -125,6 +125,10 @@ class Trigger(Base):
     last_run_id: Mapped[str | None] = mapped_column(String(40))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # of the runs it starts
     run_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # `webhook` (a JSON body → one run) or `upload` (files → one run each, given to the
+    # workflow's `type: file` parameter `file_parameter`).
+    kind: Mapped[str] = mapped_column(String(20), default="webhook", server_default="webhook")
+    file_parameter: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -140,7 +144,7 @@ class Run(Base):
     )
     parent_run_id: Mapped[str | None] = mapped_column(String(40))
     schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: schedule
-    trigger_id: Mapped[str | None] = mapped_column(String(40), index=True)  # source: webhook
+    trigger_id: Mapped[str | None] = mapped_column(String(40), index=True)  # webhook, upload
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # + run_tags
     run_metadata: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSON, default=dict, server_default="{}"

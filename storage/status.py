@@ -47,6 +47,7 @@ class RunSource(StrEnum):
     rerun = "rerun"
     cli = "cli"
     agent = "agent"  # started by another run's `run_workflow` block
+    upload = "upload"  # a file posted to an upload trigger (one run per file)
 
 
 class CardKind(StrEnum):

@@ -164,7 +164,11 @@ def _check_canceled_record(client: httpx.Client, record: dict[str, Any]) -> None
     cards = timeline(client, record["id"])
     shots = {a["id"] for a in record["artifacts"] if a["kind"] == "screenshot"}
     actions = [c for c in cards if c["kind"] == "action"]
-    assert [c["verb"] for c in actions] == ["goto"]
+    # The wait_for the cancel cut short has its card, with its screenshot.
+    assert [(c["verb"], c["status"]) for c in actions] == [
+        ("goto", "completed"),
+        ("wait_for", "canceled"),
+    ]
     assert all(c["screenshot_artifact_id"] in shots for c in actions), (actions, shots)
     blocks = [(c["event"], c["status"]) for c in cards if c["kind"] == "block"]
     assert blocks == [("started", "running"), ("finished", "canceled")], blocks

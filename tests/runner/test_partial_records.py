@@ -79,7 +79,8 @@ def check_whole_record(
 ) -> None:
     """Every artifact kind the run reached is stored, readable and what it should be; every
     card is there: the block's started and finished cards, the action cards of the steps that
-    ran, each with its screenshot, and the final narration."""
+    ran (the one the ending cut short included), each with its screenshot, and the final
+    narration."""
     run = outcome.run
     assert outcome.status == status, run.failure_reason
     assert outcome.history == ["created", "queued", "running", status]
@@ -135,6 +136,10 @@ def check_whole_record(
     actions = outcome.actions()
     assert [c.data["verb"] for c in actions] == verbs
     assert run.action_count == len(actions)
+    # The step that failed, or that the ending cut short, has its card, saying how it ended.
+    assert (actions[-1].status, actions[-1].data["result"]) == (status, status)
+    if status != "failed":
+        assert actions[-1].data["error"] == run.failure_reason
     # One stored screenshot per action card, the one the card points at.
     shots = {a.id: a for a in outcome.artifacts if a.kind == "screenshot"}
     assert len(shots) == len(actions)
@@ -155,7 +160,7 @@ async def test_canceled_while_waiting_keeps_the_whole_record(
         workflow(site, {"wait_for": {"text": NEVER, "timeout_ms": 60_000}}),
         at=lambda card: card.kind == "action",  # the goto is done: the wait_for waits
     )
-    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"])
+    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto", "wait_for"])
     assert outcome.run.failure_reason == "canceled by a user"
 
 
@@ -167,7 +172,7 @@ async def test_canceled_during_a_navigation_keeps_the_whole_record(
         workflow(site, {"goto": "{{ url }}slow?ms=60000"}),
         at=lambda card: "slow?ms=60000" in card.data.get("text", ""),  # "Opening …/slow…"
     )
-    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto"])
+    check_whole_record(outcome, tmp_path, status="canceled", verbs=["goto", "goto"])
     # The narration of the navigation that was cut short is kept.
     narrated = [c.data["text"] for c in outcome.cards if c.kind == "thought"]
     assert any(t.endswith("/slow?ms=60000") for t in narrated), narrated
@@ -177,7 +182,7 @@ async def test_timed_out_keeps_the_whole_record(
     services: Services, site: SiteServer, tmp_path: Path
 ) -> None:
     outcome = await execute(services, workflow(site, {"goto": "{{ url }}hang"}, timeout_s=4))
-    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto"])
+    check_whole_record(outcome, tmp_path, status="timed_out", verbs=["goto", "goto"])
     assert outcome.run.failure_reason == "the run exceeded its time limit of 4 s"
 
 

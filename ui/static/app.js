@@ -101,6 +101,8 @@ const Glassbox = (() => {
   }
 
   function duration(run) {
+    // A run that ended before a worker took it never started: it has no duration.
+    if (!run.started_at && !ACTIVE.has(run.status)) return "—";
     const start = run.started_at || run.queued_at || run.created_at;
     if (!start) return "—";
     const end = run.finished_at ? new Date(run.finished_at) : (ACTIVE.has(run.status) ? new Date() : null);

@@ -91,8 +91,9 @@
       history.replaceState(null, "", name === "overview" ? location.pathname + location.search : "#" + name);
     }
     if (name === "code") loadCode();
-    if (name === "trace") loadTrace();
+    if (name === "trace") { if (traceLoaded) keepTabFocus($("trace-frame"), true); else loadTrace(); }
     if (name === "recording") placeMarkers();
+    if (name === "parameters") renderBlockConfig();
   }
 
   for (const tab of TABS) {
@@ -122,7 +123,8 @@
     $("title").textContent = run.title || run.id;
     $("status").replaceChildren(badge(run.status));
     $("run-id").textContent = run.id;
-    $("source").textContent = `Source ${run.source}`;
+    $("source").textContent = `Source ${SOURCE_LABELS[run.source] || run.source}`;
+    $("source").dataset.source = run.source;
     $("created").replaceChildren("Created ", Glassbox.ago(run.created_at));
     $("duration").textContent = "Duration " + duration(run);
     const active = ACTIVE.has(run.status);
@@ -143,6 +145,101 @@
     }
     renderOutcome();
     renderCounters();
+    renderRelations();
+  }
+
+  // --- where the run comes from and what it started: tags, metadata, parent, schedule or
+  // trigger, child runs (run_workflow blocks, follow-ups, reruns) -------------------------------
+
+  const SOURCE_LABELS = {
+    manual: "manual", api: "API", cli: "CLI", rerun: "rerun", schedule: "schedule", webhook: "trigger URL",
+    upload: "upload trigger", follow_up: "follow-up", agent: "another run",
+  };
+  let children = null; // {items, more}: the runs this one started, once loaded
+  const origins = new Map(); // "schedules/ID" or "triggers/ID" → its record, {missing: true}, or null while loading
+
+  /** A value for a small table: text as is, lists and objects compact and readable. */
+  function compact(v, depth = 0) {
+    if (v === null || v === undefined) return "—";
+    if (Array.isArray(v)) return v.map((x) => compact(x, depth + 1)).join(", ");
+    if (typeof v === "object") {
+      const inner = Object.entries(v).map(([k, x]) => `${k}: ${compact(x, depth + 1)}`).join(", ");
+      return depth ? `{${inner}}` : inner;
+    }
+    return String(v);
+  }
+
+  /** key → value rows (not a JSON wall): long values cut short, the whole in the title. */
+  function metaTable(object, id) {
+    return el("table", { class: "meta", id }, el("tbody", {}, Object.entries(object).map(([k, v]) => {
+      const full = compact(v);
+      const shown = full.length > 200 ? full.slice(0, 197) + "…" : full;
+      return el("tr", { "data-key": k }, el("th", { scope: "row", text: k }),
+        el("td", { class: typeof v === "string" ? null : "mono", title: shown !== full ? full : null, text: shown }));
+    })));
+  }
+
+  function tagLinks(tags) {
+    return (tags || []).map((t) => el("a", { class: "tag", href: `/runs?tag=${encodeURIComponent(t)}`, title: `The runs tagged ${t}`, text: t }));
+  }
+
+  function runLink(id, label) {
+    return el("a", { href: `/runs/${encodeURIComponent(id)}`, class: label ? null : "mono", text: label || id });
+  }
+
+  async function loadOrigin(key) {
+    origins.set(key, null);
+    try { origins.set(key, await json(`/${key}`)); } catch (_) { origins.set(key, { missing: true }); }
+    renderRelations();
+  }
+
+  function originLine(kind, id) {
+    const key = `${kind}/${encodeURIComponent(id)}`;
+    if (!origins.has(key)) loadOrigin(key);
+    const found = origins.get(key);
+    const name = found && !found.missing ? (found.title || found.name) : null;
+    const what = kind === "schedules" ? "Schedule" : (run.source === "upload" ? "Upload trigger" : "Trigger");
+    const wf = run.workflow_id;
+    const label = name ? `${name} (${id})` : id;
+    return [
+      el("span", { text: what }),
+      wf ? el("a", { href: `/workflows/${encodeURIComponent(wf)}${kind === "schedules" ? "#schedules" : ""}`, "data-origin": kind, text: label })
+        : el("code", { text: label }),
+      found && found.missing ? el("span", { class: "muted", text: "(deleted)" }) : null,
+      el("span", { class: "muted", text: "·" }),
+      el("a", { href: `/runs?${kind === "schedules" ? "schedule_id" : "trigger_id"}=${encodeURIComponent(id)}`, text: "its runs" }),
+    ];
+  }
+
+  function renderRelations() {
+    if (!run || children === null) return; // once, with the runs it started: no second jump
+    const rows = [];
+    const row = (name, id, ...content) => rows.push(el("dt", { text: name }), el("dd", { id }, ...content));
+    if ((run.tags || []).length) row("Tags", "run-tags", tagLinks(run.tags));
+    if (run.metadata && Object.keys(run.metadata).length) row("Metadata", "run-metadata", metaTable(run.metadata, "metadata-table"));
+    if (run.schedule_id) row("Started by", "run-origin", originLine("schedules", run.schedule_id));
+    else if (run.trigger_id) row("Started by", "run-origin", originLine("triggers", run.trigger_id));
+    if (run.parent_run_id) {
+      const label = { follow_up: "Follows", rerun: "Rerun of", agent: "Started by run" }[run.source] || "Parent run";
+      row(label, "run-parent", runLink(run.parent_run_id));
+    }
+    if (children && children.items.length) {
+      row("Started runs", "run-children", children.items.map((c) => el("span", { class: "child", "data-run-id": c.id },
+        badge(c.status), runLink(c.id, c.title || c.id), el("span", { class: "muted", text: SOURCE_LABELS[c.source] || c.source }))),
+      el("a", { href: `/runs?parent_run_id=${encodeURIComponent(run.id)}`, text: children.more ? "all of them" : "in the history" }));
+    }
+    $("relations").replaceChildren(...rows);
+    $("relations").hidden = !rows.length;
+  }
+
+  async function loadChildren() {
+    try {
+      const page = await json(`/runs?parent_run_id=${encodeURIComponent(runId)}&limit=20`);
+      children = { items: page.items.slice().reverse(), more: !!page.next_cursor }; // oldest first
+    } catch (_) {
+      if (children === null) children = { items: [], more: false };
+    }
+    renderRelations();
   }
 
   function renderOutcome() {
@@ -177,10 +274,10 @@
     }
   }
 
-  /** A flat object as key: value chips; nested values as compact JSON, cut short. */
+  /** A flat object as key: value chips; lists and nested values compact, cut short. */
   function keyValues(object) {
     return el("dl", { class: "kv" }, Object.entries(object).map(([k, v]) => {
-      let shown = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
+      let shown = compact(v);
       if (shown.length > 160) shown = shown.slice(0, 157) + "…";
       return el("div", {}, el("dt", { text: k }), el("dd", { class: "mono", text: shown }));
     }));
@@ -504,7 +601,7 @@
   function renderCounters() {
     if (!run) return;
     const actions = cards.filter((c) => c.kind === "action");
-    const failed = actions.filter((c) => c.status && c.status !== "completed").length;
+    const failed = actions.filter((c) => c.status === "failed").length;
     const thoughts = cards.filter((c) => c.kind === "thought").length;
     const blocks = new Set(cards.filter((c) => c.kind === "block").map((c) => c.block_label || c.label)).size;
     const m = run.metrics || {};
@@ -563,9 +660,20 @@
 
   /** The screenshot of `card`, else of the nearest card before it that has one. */
   function screenshotFor(card) {
-    const before = cards.filter((c) => c.seq <= card.seq && c.screenshot_url);
+    const before = cards.filter((c) => c.seq <= card.seq && c.screenshot_url && !missingShots.has(c.seq));
     return before.length ? before[before.length - 1] : null;
   }
+  // Cards whose screenshot could not be loaded (a run cut short may have had no frame left to
+  // keep): the nearest earlier one is shown instead, never a broken image.
+  const missingShots = new Set();
+  let shownShot = null;
+  $("browser-image").addEventListener("error", () => {
+    if (shownShot === null) return;
+    missingShots.add(shownShot);
+    shownShot = null;
+    const card = cards.find((c) => c.seq === selectedSeq);
+    if (card) selectCard(card);
+  });
 
   function selectCard(card, focus = false) {
     selectedSeq = card.seq;
@@ -579,6 +687,7 @@
     const index = cards.indexOf(card);
     const label = `#${card.seq} ${cardLabel(card)}` + (index === cards.length - 1 ? " · last card" : "");
     const shot = screenshotFor(card);
+    shownShot = shot ? shot.seq : null;
     if (shot) {
       showImage(withKey(shot.screenshot_url), shot === card ? label : `${label} · screenshot of #${shot.seq}`, shot.url || card.url);
     } else {
@@ -588,6 +697,7 @@
     $("back-to-live").hidden = !live();
     seekVideo(card.video_ms);
     renderActivity();
+    if (currentTab() === "parameters") renderBlockConfig();
   }
 
   /** The default: the last card, selected (and its screenshot shown) once the run has ended. */
@@ -675,6 +785,7 @@
     selectedSeq = null;
     for (const item of $("timeline").querySelectorAll(".card.selected")) item.classList.remove("selected");
     $("back-to-live").hidden = true;
+    shownShot = null;
     if (frameUrl) showImage(frameUrl, "Live", ""); else showPlaceholder("Waiting for the browser…", "Live");
     renderActivity();
   });
@@ -683,7 +794,11 @@
     const path = `${Glassbox.API}${runPath}`;
     const after = cards.length ? cards[cards.length - 1].seq : 0;
     events = new EventSource(withKey(`${path}/events?after_seq=${after}`));
-    events.addEventListener("card", (e) => addCards([JSON.parse(e.data)]));
+    events.addEventListener("card", (e) => {
+      const card = JSON.parse(e.data);
+      addCards([card]);
+      if (card.kind === "block" && card.type === "run_workflow") loadChildren(); // a child started or ended
+    });
     events.addEventListener("status", (e) => {
       const change = JSON.parse(e.data);
       if (run.status !== change.status) {
@@ -703,7 +818,7 @@
     socket.onmessage = (e) => {
       if (!(e.data instanceof Blob)) return;
       const url = URL.createObjectURL(e.data);
-      if (selectedSeq === null) showImage(url, "Live", "");
+      if (selectedSeq === null) { shownShot = null; showImage(url, "Live", ""); }
       if (frameUrl) URL.revokeObjectURL(frameUrl);
       frameUrl = url;
     };
@@ -719,11 +834,13 @@
     $("back-to-live").hidden = true;
     await loadRun();
     const page = await json(`${runPath}/timeline`);
+    missingShots.clear(); // screenshots still being stored a moment ago are there now
     addCards(page.items);
     selectedSeq = null;
     selectDefault();
     renderDetails();
     loadActivity();
+    loadChildren();
     codeLoaded = false;
     if (currentTab() === "code") loadCode();
   }
@@ -778,6 +895,71 @@
         el("td", {}, el("a", { class: "button small", href: withKey(a.url + "?download=true"), download: a.name, text: "Download" })))))));
   }
 
+  // --- the selected card's block, as the run's workflow defines it (Parameters tab) -----------
+
+  function findBlock(blocks, label) {
+    for (const block of blocks || []) {
+      if (block.label === label) return block;
+      const inner = findBlock(block.blocks, label);
+      if (inner) return inner;
+    }
+    return null;
+  }
+
+  /** A step's or field's arguments as `name: value` pieces. */
+  function args(spec) {
+    if (spec === null || typeof spec !== "object" || Array.isArray(spec)) return [el("code", { class: "arg", text: compact(spec) })];
+    return Object.entries(spec).map(([k, v]) => el("span", { class: "arg" }, el("span", { class: "k", text: `${k} ` }), el("code", { text: compact(v, 1) })));
+  }
+
+  function stepItem(step) {
+    const [verb, ...rest] = Object.keys(step);
+    return el("li", { "data-verb": verb }, el("span", { class: "verb", text: verb }), args(step[verb]),
+      rest.map((k) => args({ [k]: step[k] })));
+  }
+
+  /** An extract field without the options it leaves at their defaults (first/all false, as text). */
+  function fieldOptions(spec) {
+    if (spec === null || typeof spec !== "object") return spec;
+    return Object.fromEntries(Object.entries(spec).filter(([k, v]) => v !== false && !(k === "as" && v === "text")));
+  }
+
+  function blockView(block) {
+    const shown = new Set(["label", "type", "steps", "fields", "goal", "blocks"]);
+    const options = Object.fromEntries(Object.entries(block).filter(([k]) => !shown.has(k)));
+    return el("div", { class: "block-config", "data-block": block.label },
+      el("div", { class: "block-head" }, el("strong", { text: block.label }), el("span", { class: "tag", text: block.type || "block" })),
+      block.goal ? el("p", { class: "goal", text: block.goal }) : null,
+      Object.keys(options).length ? metaTable(options, "block-options") : null,
+      block.steps ? el("ol", { class: "steps", id: "block-steps" }, block.steps.map(stepItem)) : null,
+      block.fields ? el("table", { class: "meta", id: "block-fields" }, el("tbody", {}, Object.entries(block.fields).map(([name, spec]) =>
+        el("tr", {}, el("th", { scope: "row", text: name }), el("td", {}, args(fieldOptions(spec))))))) : null,
+      block.blocks ? el("p", { class: "muted", text: `Blocks: ${block.blocks.map((b) => b.label).join(", ")}` }) : null);
+  }
+
+  let blockRendered = null;
+  async function renderBlockConfig() {
+    const box = $("block-config");
+    const card = cards.find((c) => c.seq === selectedSeq);
+    const note = (text) => box.replaceChildren(el("p", { class: "note", text }));
+    if (!card) { blockRendered = null; note("Select a card on the Overview to see its block's configuration."); return; }
+    // A card outside any block (the runner's narration) shows the block before it.
+    const owner = cards.filter((c) => c.seq <= card.seq && (c.block_label || (c.kind === "block" && c.label))).pop();
+    const label = owner ? owner.block_label || owner.label : null;
+    if (!label) { blockRendered = null; note(`Card #${card.seq} belongs to no block.`); return; }
+    if (blockRendered === label) return;
+    try {
+      await reproduce();
+    } catch (error) {
+      note(`Could not load the run's workflow: ${error.message}`);
+      return;
+    }
+    const block = findBlock(definition.blocks, label);
+    blockRendered = label;
+    box.replaceChildren(block ? blockView(block) : el("p", { class: "note", text: `The block ${label} is not in this run's workflow.` }),
+      el("p", { class: "note", text: "As the run's workflow defines it: templates, not their values, so secrets never show." }));
+  }
+
   function renderDetails() {
     const extracted = run.extracted_information;
     const hasJson = extracted && Object.keys(extracted).length;
@@ -807,8 +989,11 @@
       ["Time limit", run.timeout_s ? `${run.timeout_s} s` : null],
       ["Source", run.source], ["Attempt", run.attempt],
       ["Workflow", run.workflow_id ? el("a", { href: `/workflows/${encodeURIComponent(run.workflow_id)}`, text: run.workflow_id }) : "inline (given with the run)"],
-      ["Parent run", run.parent_run_id ? el("a", { href: `/runs/${encodeURIComponent(run.parent_run_id)}`, text: run.parent_run_id }) : null],
-      ["Tags", (run.tags || []).join(", ")],
+      ["Parent run", run.parent_run_id ? runLink(run.parent_run_id) : null],
+      ["Schedule", run.schedule_id ? el("a", { href: `/runs?schedule_id=${encodeURIComponent(run.schedule_id)}`, class: "mono", text: run.schedule_id }) : null],
+      ["Trigger", run.trigger_id ? el("a", { href: `/runs?trigger_id=${encodeURIComponent(run.trigger_id)}`, class: "mono", text: run.trigger_id }) : null],
+      ["Tags", (run.tags || []).length ? el("span", { class: "tags" }, tagLinks(run.tags)) : null],
+      ["Metadata", run.metadata && Object.keys(run.metadata).length ? metaTable(run.metadata, "metadata-params") : null],
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v instanceof Node ? v : value(v))]));
 
     renderRecording();
@@ -1002,10 +1187,27 @@
       return;
     }
     const traceUrl = new URL(withKey(trace.url), location.origin).href;
+    const frame = el("iframe", { class: "trace", id: "trace-frame", title: "Trace viewer", src: `/trace-viewer/index.html?trace=${encodeURIComponent(traceUrl)}` });
     box.replaceChildren(
       el("p", { class: "note" }, "Playwright trace viewer · ", el("a", { href: withKey(trace.url + "?download=true"), text: "download " + trace.name })),
-      el("iframe", { class: "trace", id: "trace-frame", title: "Trace viewer", src: `/trace-viewer/index.html?trace=${encodeURIComponent(traceUrl)}` }));
+      frame);
+    keepTabFocus(frame);
     traceLoaded = true;
+  }
+
+  /** The trace viewer focuses itself as it starts: a keyboard user moving along the tabs stays
+      on the tab (until a moment after the viewer has loaded; a click inside it after that is
+      theirs). */
+  function keepTabFocus(frame, loaded = false) {
+    const tab = $("tab-trace");
+    if (!frame || !$("tabs").contains(document.activeElement)) return; // moving along the tabs
+    let until = loaded ? Date.now() + 1500 : Infinity;
+    const back = () => setTimeout(() => {
+      if (Date.now() < until && document.activeElement === frame) tab.focus();
+    }, 0);
+    window.addEventListener("blur", back);
+    if (!loaded) frame.addEventListener("load", () => { until = Date.now() + 1500; });
+    setTimeout(() => window.removeEventListener("blur", back), 15000);
   }
 
   // --- start ------------------------------------------------------------------------------------
@@ -1025,7 +1227,7 @@
       return;
     }
     post(`${runPath}/read`).catch(() => {});
-    const page = await json(`${runPath}/timeline`);
+    const [page] = await Promise.all([json(`${runPath}/timeline`), loadChildren()]);
     cards = page.items;
     renderTimeline();
     renderDetails();

@@ -1,5 +1,6 @@
 /* /runs: the run history. Filters live in the URL query string (status, q, workflow_id, source,
-   archived); the list keeps up by polling (new runs and status changes appear without a reload). */
+   tag, archived; schedule_id, trigger_id and parent_run_id from the run page's links); the list
+   keeps up by polling (new runs and status changes appear without a reload). */
 "use strict";
 
 (() => {
@@ -13,6 +14,19 @@
   const search = document.getElementById("q");
   const workflowSelect = document.getElementById("workflow");
   const sourceSelect = document.getElementById("source");
+  const tagInput = document.getElementById("tag");
+  const scope = document.getElementById("scope");
+  // Filters without a control of their own: shown above the list, each removable.
+  const SCOPES = { schedule_id: "Schedule", trigger_id: "Trigger", parent_run_id: "Started by run" };
+  const SOURCES = {
+    manual: "Manual", api: "API", cli: "CLI", rerun: "Rerun", schedule: "Schedule", webhook: "Webhook",
+    upload: "Upload", follow_up: "Follow-up", agent: "Agent",
+  };
+  const SOURCE_TITLES = {
+    schedule: "Fired by a schedule", webhook: "Started by a call to a trigger URL",
+    upload: "Started by a file posted to an upload trigger", follow_up: "A follow-up of an earlier run",
+    agent: "Started by another run's run_workflow block", rerun: "A rerun of an earlier run",
+  };
   const more = document.getElementById("more");
   const empty = document.getElementById("empty");
   const errorBox = document.getElementById("error");
@@ -30,6 +44,9 @@
     return {
       status: params.get("status") || "", q: params.get("q") || "",
       workflow_id: params.get("workflow_id") || "", source: params.get("source") || "",
+      tag: params.get("tag") || "",
+      schedule_id: params.get("schedule_id") || "", trigger_id: params.get("trigger_id") || "",
+      parent_run_id: params.get("parent_run_id") || "",
       archived: params.get("archived") === "true",
     };
   }
@@ -52,6 +69,7 @@
     if (f.q) params.set("q", f.q);
     if (f.workflow_id) params.set("workflow_id", f.workflow_id);
     if (f.source) params.set("source", f.source);
+    for (const name of ["tag", ...Object.keys(SCOPES)]) if (f[name]) params.set(name, f[name]);
     if (f.archived) params.set("archived", "true");
     if (cursor) params.set("cursor", cursor);
     return "/runs?" + params.toString();
@@ -76,11 +94,40 @@
     return end ? seconds((end - new Date(run.started_at)) / 1000) : "—";
   }
 
+  /** The run's tags, compactly: the first three as chips (click: filter by it), then "+N". */
+  function tagChips(run) {
+    const tags = run.tags || [];
+    if (!tags.length) return null;
+    const shown = tags.slice(0, 3).map((tag) => el("button", {
+      type: "button", class: "tag", title: `Show the runs tagged ${tag}`, "data-tag": tag, text: tag,
+      onclick: () => { tagInput.value = tag; setFilters({ tag }); },
+    }));
+    const rest = tags.length - shown.length;
+    return el("div", { class: "tags" }, shown, rest > 0 ? el("span", { class: "tag more-tags", title: tags.slice(3).join(", "), text: `+${rest}` }) : null);
+  }
+
+  function sourceCell(run) {
+    const origin = run.schedule_id || run.trigger_id || run.parent_run_id;
+    const title = [SOURCE_TITLES[run.source], origin].filter(Boolean).join(": ");
+    return el("td", { class: "col-source", "data-source": run.source, title: title || null },
+      el("span", { class: `source source-${run.source}`, text: SOURCES[run.source] || run.source }));
+  }
+
+  function renderScope() {
+    const f = filters();
+    const active = Object.keys(SCOPES).filter((name) => f[name]);
+    scope.hidden = !active.length;
+    scope.replaceChildren(...active.map((name) => el("span", { class: "scope-chip", "data-scope": name },
+      `${SCOPES[name]} `, el("code", { text: f[name] }),
+      el("button", { type: "button", class: "icon-button", "aria-label": `Remove the ${SCOPES[name].toLowerCase()} filter`, text: "✕",
+        onclick: () => setFilters({ [name]: "" }) }))));
+  }
+
   function shortError(run) {
     const reason = run.failure_reason;
     if (!reason || run.status === "completed") return null;
     const line = reason.split("\n")[0];
-    return el("div", { class: "short-error", title: reason, text: line.length > 110 ? line.slice(0, 107) + "…" : line });
+    return el("div", { class: "short-error" + (run.status === "canceled" ? " canceled" : ""), title: reason, text: line.length > 110 ? line.slice(0, 107) + "…" : line });
   }
 
   async function act(button, work) {
@@ -113,12 +160,12 @@
       el("td", { class: "title" },
         run.read ? null : el("span", { class: "unread-dot", title: "Unread", "aria-label": "unread", text: "●" }),
         el("a", { href, text: run.title || run.id }),
-        shortError(run)),
+        shortError(run), tagChips(run)),
       el("td", { class: "col-workflow" }, workflow),
-      el("td", {}, badge(run.status)),
-      el("td", { class: "col-source", text: run.source }),
+      el("td", { class: "status-cell" }, badge(run.status)),
+      sourceCell(run),
       el("td", { class: "nowrap started" }, ago(run.started_at || run.created_at)),
-      el("td", { class: "nowrap mono duration", text: runDuration(run) }),
+      el("td", { class: "nowrap num duration", text: runDuration(run) }),
       el("td", { class: "col-steps nowrap", title: `${run.step_count || 0} steps, ${run.action_count || 0} actions`, text: `${run.step_count || 0} / ${run.action_count || 0}` }),
       el("td", { class: "row-actions" }, rowActions(run)));
   }
@@ -160,6 +207,7 @@
     const toggle = document.getElementById("archived-view");
     toggle.textContent = f.archived ? "Back to runs" : "Archived";
     toggle.href = f.archived ? "/runs" : "/runs?archived=true";
+    renderScope();
     await fetchPage(mine, PAGE);
   }
 
@@ -242,6 +290,12 @@
   const initial = filters();
   search.value = initial.q;
   sourceSelect.value = initial.source;
+  tagInput.value = initial.tag;
+  let tagTyping = null;
+  tagInput.addEventListener("input", () => {
+    clearTimeout(tagTyping);
+    tagTyping = setTimeout(() => setFilters({ tag: tagInput.value.trim() }), 300);
+  });
   search.addEventListener("input", () => {
     clearTimeout(typing);
     typing = setTimeout(() => setFilters({ q: search.value.trim() }), 300);
@@ -251,7 +305,8 @@
   document.getElementById("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     clearTimeout(typing);
-    setFilters({ q: search.value.trim() });
+    clearTimeout(tagTyping);
+    setFilters({ q: search.value.trim(), tag: tagInput.value.trim() });
   });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
   renderChips(null);

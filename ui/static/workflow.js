@@ -1,4 +1,5 @@
-/* /workflows/{id}: a saved workflow, the launch form built from its parameters, its runs. */
+/* /workflows/{id}: a saved workflow, the launch form built from its parameters, its runs, its
+   schedules and its triggers (URLs that start it: a JSON call, or a run per uploaded file). */
 "use strict";
 
 (() => {
@@ -127,6 +128,7 @@
       const page = await json(`/runs?workflow_id=${encodeURIComponent(workflowId)}&limit=10`);
       document.querySelector("#wf-runs tbody").replaceChildren(...page.items.map(runRow));
       document.getElementById("no-runs").hidden = page.items.length > 0;
+      document.getElementById("wf-runs").hidden = !page.items.length; // no empty table head
       if (page.items.some((r) => ACTIVE.has(r.status))) timer = setTimeout(loadRuns, 2000);
       else timer = setTimeout(loadRuns, 10000);
     } catch (_) {
@@ -222,6 +224,103 @@
     document.getElementById("schedule-form").addEventListener("submit", addSchedule);
   }
 
+  // --- triggers: URLs that start the workflow (a JSON call, or one run per uploaded file) ------
+
+  function fileParameters() {
+    return Object.entries(workflow.parameters || {}).filter(([, spec]) => spec.type === "file").map(([name]) => name);
+  }
+
+  function triggerItem(trigger) {
+    const remove = el("button", { type: "button", class: "small danger remove", text: "Delete",
+      onclick: async (e) => {
+        if (!window.confirm("Delete this trigger? Its URL stops working; its runs stay.")) return;
+        e.currentTarget.disabled = true;
+        try { await Glassbox.request(`/triggers/${encodeURIComponent(trigger.id)}`, { method: "DELETE" }); }
+        catch (error) { showTriggerError(error); }
+        loadTriggers();
+      } });
+    const what = trigger.kind === "upload" ? `a run per uploaded file → ${trigger.file_parameter}` : "a run per call";
+    return el("li", { class: "schedule-item", "data-trigger-id": trigger.id, "data-kind": trigger.kind },
+      el("div", { class: "what" },
+        el("strong", { text: trigger.name || (trigger.kind === "upload" ? "Upload trigger" : "Trigger") }),
+        el("span", { class: "muted", text: ` · ${what}` }),
+        el("div", { class: "next muted" },
+          el("code", { class: "hook-url", text: `POST ${trigger.url}` }), ` · token ${trigger.token_prefix}… · `,
+          trigger.fire_count ? el("a", { href: `/runs?trigger_id=${encodeURIComponent(trigger.id)}`, text: `${trigger.fire_count} run${trigger.fire_count === 1 ? "" : "s"}` }) : "never called")),
+      el("div", { class: "actions" }, remove));
+  }
+
+  function showTriggerError(error) {
+    const box = document.getElementById("trigger-error");
+    box.textContent = (error.fields || []).length
+      ? error.fields.map((f) => `${f.field}: ${f.message}`).join("\n")
+      : (error.detail || error.message);
+    box.hidden = false;
+  }
+
+  async function loadTriggers() {
+    try {
+      const page = await json(`/workflows/${encodeURIComponent(workflowId)}/triggers`);
+      document.getElementById("trigger-list").replaceChildren(...page.items.map(triggerItem));
+      document.getElementById("no-triggers").hidden = page.items.length > 0;
+    } catch (error) { showTriggerError(error); }
+  }
+
+  /** The new trigger's token, shown this once, with a call that uses it. */
+  function showToken(made) {
+    const url = `${location.origin}${made.url}`;
+    const call = made.kind === "upload"
+      ? `curl -X POST ${url} \\\n  -H 'X-Glassbox-Token: ${made.token}' \\\n  -F file=@first.pdf -F file=@second.pdf`
+      : `curl -X POST ${url} \\\n  -H 'X-Glassbox-Token: ${made.token}' \\\n  -H 'Content-Type: application/json' -d '{}'`;
+    const copy = el("button", { type: "button", class: "small", text: "Copy token", onclick: async (e) => {
+      try { await navigator.clipboard.writeText(made.token); e.currentTarget.textContent = "Copied"; } catch (_) { /* shown anyway */ }
+    } });
+    const box = document.getElementById("new-token");
+    box.replaceChildren(
+      el("p", {}, el("strong", { text: "Token, shown once: " }), el("code", { id: "trigger-token", text: made.token }), " ", copy),
+      el("pre", { class: "code", id: "trigger-call", text: call }));
+    box.hidden = false;
+  }
+
+  async function addTrigger(event) {
+    event.preventDefault();
+    document.getElementById("trigger-error").hidden = true;
+    const kind = document.getElementById("trigger-kind").value;
+    const body = { kind };
+    const name = document.getElementById("trigger-name").value.trim();
+    if (name) body.name = name;
+    if (kind === "upload" && fileParameters().length > 1) body.file_parameter = document.getElementById("trigger-file").value;
+    const button = document.getElementById("add-trigger");
+    button.disabled = true;
+    try {
+      showToken(await send("POST", `/workflows/${encodeURIComponent(workflowId)}/triggers`, body));
+      document.getElementById("trigger-name").value = "";
+    } catch (error) { showTriggerError(error); }
+    button.disabled = false;
+    loadTriggers();
+  }
+
+  function setupTriggerForm() {
+    const kind = document.getElementById("trigger-kind");
+    const file = document.getElementById("trigger-file");
+    const names = fileParameters();
+    const upload = kind.querySelector('option[value="upload"]');
+    upload.disabled = !names.length;
+    if (!names.length) upload.textContent += " (needs a type: file parameter)";
+    file.replaceChildren(...names.map((n) => el("option", { value: n, text: `to ${n}` })));
+    const help = {
+      webhook: "A URL to POST JSON to, with its own token (shown once); each call starts a run.",
+      upload: "A URL to POST files to (multipart, parts named file), with its own token (shown once); each file starts a run.",
+    };
+    const sync = () => {
+      file.hidden = kind.value !== "upload" || names.length < 2;
+      document.getElementById("trigger-help").textContent = help[kind.value];
+    };
+    kind.addEventListener("change", sync);
+    sync();
+    document.getElementById("trigger-form").addEventListener("submit", addTrigger);
+  }
+
   async function load() {
     try {
       workflow = await json(`/workflows/${encodeURIComponent(workflowId)}`);
@@ -246,6 +345,8 @@
     form.addEventListener("submit", launch);
     setupScheduleForm();
     loadSchedules();
+    setupTriggerForm();
+    loadTriggers();
     if (location.hash === "#run") { const first = form.querySelector("input"); if (first) first.focus(); }
     loadRuns();
   }
