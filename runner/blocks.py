@@ -66,6 +66,7 @@ async def run_block(ctx: RunContext, index: int, block: Block) -> None:
         ctx.actions.statuses[block.label] = how
         if "blocks" in ctx.replay:
             ctx.replay["blocks"][block.label] = how
+        await ctx.save_counters()  # for whoever watches the run
     except StepFailed as exc:
         error, status = exc.reason, "failed"
         raise

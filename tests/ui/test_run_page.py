@@ -396,6 +396,8 @@ async def test_a_cancel_that_races_the_end_shows_the_final_state(
     ui.allowed_errors += ["ERR_FAILED", "409"]
     await page.goto(f"{ui.base_url}/runs/{run['id']}")
     await expect(page.locator("#status .badge")).to_have_text("running")
+    # Its steps are counted as they go, not only once the run has ended.
+    await expect(page.locator('#counters [data-counter="steps"] .value')).not_to_have_text("0")
     # While it runs: a card shows its moment, "Back to live" returns to the live frames.
     mode = page.locator("#browser-mode")
     await expect(mode).to_have_text("● Live", timeout=15_000)

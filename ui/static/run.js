@@ -604,12 +604,16 @@
     const failed = actions.filter((c) => c.status === "failed").length;
     const thoughts = cards.filter((c) => c.kind === "thought").length;
     const blocks = new Set(cards.filter((c) => c.kind === "block").map((c) => c.block_label || c.label)).size;
+    // The stored count lags while a run goes (saved as blocks end); the steps of its action
+    // cards do not.
+    const carded = new Set(actions.filter((c) => c.step != null).map((c) => `${c.block_label}\u0000${c.step}`)).size;
+    const steps = Math.max(run.step_count ?? 0, carded);
     const m = run.metrics || {};
     const tokens = (m.prompt_tokens || 0) + (m.completion_tokens || 0);
     const counter = (name, value, title) => el("div", { class: "counter", "data-counter": name, title: title || null },
       el("span", { class: "value", text: String(value) }), el("span", { class: "label", text: name }));
     $("counters").replaceChildren(...[
-      counter("blocks", blocks), counter("steps", run.step_count ?? 0), counter("actions", actions.length),
+      counter("blocks", blocks), counter("steps", steps), counter("actions", actions.length),
       failed ? counter("failed", failed) : null, counter("thoughts", thoughts),
       counter("tokens", tokens.toLocaleString(), `${m.prompt_tokens || 0} prompt + ${m.completion_tokens || 0} completion, ${m.llm_calls || 0} calls`),
       counter("cost", `$${Number(m.cost_usd || 0).toFixed(m.cost_usd ? 4 : 2)}`),
