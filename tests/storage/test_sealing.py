@@ -12,7 +12,11 @@ from storage.errors import ConfigurationError
 from storage.sealing import KEY_FILE, Sealer, load_key
 
 
-@pytest.mark.parametrize("configured", ["short", "x" * 44, Fernet.generate_key().decode()[:-4]])
+@pytest.mark.parametrize(
+    "configured",
+    ["short", "x" * 44, "MpjdSKRxCzKVYJEdZJ8L0Ki1vUUxtPUOx63JsNmCrjE"[:-4]],
+    ids=["short", "33 bytes", "truncated"],
+)
 def test_a_configured_key_that_is_no_fernet_key_is_refused_by_name(
     configured: str, tmp_path: Path
 ) -> None:
