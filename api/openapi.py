@@ -33,7 +33,7 @@ COMPONENTS = "#/components/schemas/"
 CONFLICTS: dict[str, str] = {
     "runs-cancel": "The run has already ended: only a queued or running run can be canceled",
     "runs-delete": "The run has not ended: cancel it first",
-    "runs-webhook-deliveries-send": "The run has not ended, or its webhook is not due",
+    "runs-webhook-deliveries-send": "The run has not ended, or it has no webhook_url",
 }
 """Operations that answer 409, and when."""
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.deps import ServicesDep
 from api.records import API_PREFIX, iso, public_record
+from api.schemas import Tags
 from services import triggers
 from services.triggers import CreatedTrigger
 from storage.models import Trigger
@@ -37,11 +38,11 @@ class TriggerCreate(BaseModel):
         default_factory=dict,
         description="A template per parameter over the call's JSON body (`payload`).",
     )
-    signed: bool = Field(
+    signed: StrictBool = Field(
         default=False,
         description="Calls must be signed (X-Glassbox-Signature); the secret is shown once.",
     )
-    tags: list[str] = Field(default_factory=list, description="Tags of the runs it starts.")
+    tags: Tags = Field(default_factory=list, description="Tags of the runs it starts.")
     metadata: dict[str, Any] | None = Field(
         default=None, description="Metadata of the runs it starts."
     )

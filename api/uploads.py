@@ -76,6 +76,7 @@ def _too_large(limit: int) -> JSONResponse:
                         "type": "object",
                         "required": ["file"],
                         "properties": {"file": {"type": "string", "format": "binary"}},
+                        "additionalProperties": False,
                     }
                 }
             },
@@ -97,6 +98,9 @@ async def create_upload(request: Request, services: ServicesDep) -> Any:
     except Exception as exc:  # a malformed form: starlette raises its own errors
         raise ValidationFailed("file", f"not a valid multipart form: {exc}") from None
     try:
+        unknown = [name for name in form if name != "file"]
+        if unknown:
+            raise ValidationFailed(unknown[0][:200], "unknown part: send only the part `file`")
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise ValidationFailed("file", "required: a file part named `file`")
