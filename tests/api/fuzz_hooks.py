@@ -2,7 +2,8 @@
 
 Each makes generated bodies keep a rule of the workflow format that JSON Schema cannot state,
 so that a schema-valid body is one the API must accept: block labels unique within a workflow,
-and `source` (a workflow as YAML text: any string is schema-valid) a YAML mapping."""
+`source` (a workflow as YAML text: any string is schema-valid) a YAML mapping, and a follow-up's
+`until` an expression that parses."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def _unique_labels(workflow: Any) -> None:
             seen.add(block["label"])
 
 
+UNTIL = "false"
+"""`follow_up.until` is a Jinja expression: any string is schema-valid, few parse."""
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: Any) -> None:
     """Every phase's case, just before it is sent (Schemathesis validates it again after)."""
@@ -39,5 +44,8 @@ def before_call(context: Any, case: Any, kwargs: Any) -> None:
         return
     for key in ("workflow", "definition"):
         _unique_labels(body.get(key))
+        follow_up = body[key].get("follow_up") if isinstance(body.get(key), dict) else None
+        if isinstance(follow_up, dict) and isinstance(follow_up.get("until"), str):
+            follow_up["until"] = UNTIL
     if isinstance(body.get("source"), str):
         body["source"] = SOURCE

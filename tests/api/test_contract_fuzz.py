@@ -74,7 +74,9 @@ def schemathesis(service: Service, key: str, tmp_path: Path, phases: list[str]) 
         str(tmp_path / "junit.xml"),
     ]
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             code = process.wait(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
