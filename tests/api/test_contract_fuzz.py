@@ -18,9 +18,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.api.conftest import BACKENDS, Service, create_key, running_service
+from tests.api.conftest import BACKENDS, Service, create_key, error_fields, running_service
 from tests.storage.conftest import postgres_database
 
 HERE = Path(__file__).resolve().parent
@@ -107,3 +108,41 @@ def test_schemathesis_finds_nothing(service: Service, tmp_path: Path) -> None:
     for phase in phases:
         assert f"✅  {phase.title()}" in output, f"{phase} did not pass:\n{output[-4000:]}"
     assert "<testsuite" in (tmp_path / "junit.xml").read_text()
+
+
+def test_what_the_fuzzer_found_stays_fixed(sqlite_service: Service) -> None:
+    """Each refusal names its field; each answer is the one the description gives."""
+    key = create_key(sqlite_service, "regressions")
+    shop = {
+        "title": "t",
+        "blocks": [{"label": "a", "type": "action", "steps": [{"goto": "http://127.0.0.1:9/"}]}],
+    }
+    with httpx.Client(base_url=sqlite_service.api, headers={"X-API-Key": key}, timeout=30) as http:
+        # A 405 names every method of the path (GET /runs and POST /runs are two routes).
+        for path, allowed in (("/runs", "GET, POST"), ("/schedules/sch_x", "GET, PATCH, DELETE")):
+            answer = http.request("OPTIONS", path)
+            assert answer.status_code == 405 and answer.headers["allow"] == allowed, path
+        # The schema's types hold in the validator: no string for a number, no 0 for a boolean,
+        # max_steps is checked beside blocks too.
+        for definition, field in (
+            ({**shop, "max_steps": {}}, "definition.max_steps"),
+            ({**shop, "timeout_s": "5"}, "definition.timeout_s"),
+            ({**shop, "goal": None, "max_steps": None}, None),  # null is not given
+        ):
+            answer = http.post("/workflows", json={"definition": definition})
+            if field is None:
+                assert answer.status_code == 201, answer.text
+            else:
+                assert error_fields(answer) == [field], definition
+        saved = http.post("/workflows", json={"definition": shop}).json()
+        answer = http.post(f"/workflows/{saved['id']}/triggers", json={"signed": 0})
+        assert error_fields(answer) == ["signed"]
+        answer = http.post(f"/workflows/{saved['id']}/triggers", json={"tags": ["-no"]})
+        assert error_fields(answer) == ["tags[0]"]
+        answer = http.post("/uploads", files={"file": ("a.txt", b"a")}, data={"other": "b"})
+        assert error_fields(answer) == ["other"]
+        # Redelivering the webhook of a run that has none: a 409 saying so.
+        run = http.post("/runs", json={"workflow": shop}).json()
+        http.post(f"/runs/{run['id']}/cancel")
+        answer = http.post(f"/runs/{run['id']}/webhook-deliveries")
+        assert answer.status_code == 409 and "webhook_url" in answer.json()["detail"]
