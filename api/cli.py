@@ -10,24 +10,19 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from api.records import card_record, run_record
-from services.backends import Services, open_services
 from services.client import TERMINAL, Client, Conflict
-from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
-from services.settings import Settings
-from services.uploads import upload_local_files
-from services.workflows import load_workflow_file, workflow_document, workflow_json_schema
-from storage import migrate
-from storage.artifacts import get_artifact, list_artifacts
 from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
-from storage.models import TimelineCard
-from storage.runs import get_run
-from storage.status import RunSource, RunStatus
+
+if TYPE_CHECKING:  # the rest is imported where used: `--server` commands start in a blink
+    from services.backends import Services
+    from services.runs import CardListener
+    from services.settings import Settings
+    from storage.models import TimelineCard
 
 EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_REFUSED = 0, 1, 2
 
@@ -55,6 +50,8 @@ _STATUS_STYLE = {
 
 
 def _print_card(card: TimelineCard) -> None:
+    from api.records import card_record
+
     print_card(card_record(card))
 
 
@@ -106,6 +103,8 @@ def _follow(client: Client, run_id: str, *, cards: bool, console: Console = err)
 
 
 def _remote_run(args: argparse.Namespace, server: str) -> int:
+    from services.workflows import workflow_document
+
     document, file_names = workflow_document(Path(args.flow))
     parameters = _parse_params(args.param or [])
     with _client(args, server) as client:
@@ -141,6 +140,15 @@ def _print_remote_location(server: str, record: dict[str, Any]) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from api.records import run_record
+    from services.backends import open_services
+    from services.runs import RunOptions, inputs_for, queue_run, run_now, runner_env
+    from services.uploads import upload_local_files
+    from services.workflows import load_workflow_file
+    from storage.artifacts import list_artifacts
+    from storage.runs import get_run
+    from storage.status import RunSource, RunStatus
+
     workflow = load_workflow_file(Path(args.flow))
     overrides = _parse_params(args.param or [])
     services = open_services(settings)
@@ -187,6 +195,9 @@ def _print_record_location(services: Services, run_id: str, artifacts: list[Any]
 
 
 async def _artifact(args: argparse.Namespace, settings: Settings) -> int:
+    from services.backends import open_services
+    from storage.artifacts import get_artifact
+
     services = open_services(settings)
     try:
         async with services.db.session() as session:
@@ -362,6 +373,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _apikey(args: argparse.Namespace, settings: Settings) -> int:
     from api.auth import cli_create, cli_list, cli_revoke
+    from services.backends import open_services
 
     services = open_services(settings)
     try:
@@ -383,6 +395,7 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.schedules import record
     from services import schedules
+    from services.backends import open_services
     from services.schedules import ScheduleSpec
 
     services = open_services(settings)
@@ -425,6 +438,8 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import migrate
+
     database_url = settings.storage.resolved_database_url
     migrate.upgrade(database_url)
     err.print(f"database at the newest schema: {database_url}")
@@ -568,6 +583,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command == "schema":  # needs no settings, database or storage
+        from services.workflows import workflow_json_schema
+
         sys.stdout.write(json.dumps(workflow_json_schema(), indent=2, ensure_ascii=False) + "\n")
         raise SystemExit(EXIT_OK)
     try:
@@ -582,6 +599,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
             raise ValidationFailed(
                 "--server", f"only {', '.join(sorted(REMOTE_COMMANDS))} talk to a server"
             )
+        from services.settings import Settings
+
         settings = settings or Settings.load()
         if args.command == "run":
             code = asyncio.run(_run(args, settings))
