@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from storage.errors import (
     ConfigurationError,
@@ -131,8 +131,9 @@ def allowed_methods(request: Request) -> list[str]:
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL
             for route in request.app.router.routes
+            if not isinstance(route, Mount)  # a mount matches whatever the method
         )
-    ]
+    ] or ["GET", "HEAD"]  # no route: a mount's static files, which are read-only
 
 
 async def _http(request: Request, exc: Exception) -> Response:
