@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from examples.site_server import SiteServer
+from services.client import Client
 from tests.api.conftest import (
     Service,
     create_key,
@@ -83,9 +84,10 @@ def flow_file(directory: Path, definition: dict[str, Any], name: str = "flow.yam
 
 
 def create(remote: Remote, definition: dict[str, Any]) -> dict[str, Any]:
-    answer = remote.http.post("/runs", json={"workflow": definition})
-    assert answer.status_code == 201, answer.text
-    record: dict[str, Any] = answer.json()
+    """The run queued through the CLI's own client (services/client.py)."""
+    with Client(remote.service.base_url, remote.key) as client:
+        record = client.create_run(definition)
+    assert record["status"] == "queued" and record["id"].startswith("run_")
     return record
 
 
