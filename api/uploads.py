@@ -98,12 +98,12 @@ async def create_upload(request: Request, services: ServicesDep) -> Any:
     except Exception as exc:  # a malformed form: starlette raises its own errors
         raise ValidationFailed("file", f"not a valid multipart form: {exc}") from None
     try:
-        unknown = [name for name in form if name != "file"]
-        if unknown:
-            raise ValidationFailed(unknown[0][:200], "unknown part: send only the part `file`")
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise ValidationFailed("file", "required: a file part named `file`")
+        unknown = [name for name in form if name != "file"]
+        if unknown:
+            raise ValidationFailed(unknown[0][:200], "unknown part: send only the part `file`")
         read: Callable[[int], bytes] = part.file.read
         upload = await store_upload(
             services, name=part.filename, content_type=part.content_type, read=read
