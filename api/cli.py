@@ -6,26 +6,23 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from api.records import run_record
-from services.backends import Services, open_services
-from services.runs import CardListener, RunOptions, inputs_for, queue_run, run_now, runner_env
-from services.settings import Settings
-from services.uploads import upload_local_files
-from services.workflows import load_workflow_file, workflow_json_schema
-from storage import migrate
-from storage.artifacts import get_artifact, list_artifacts
+from services.client import TERMINAL, Client, Conflict
 from storage.errors import ConfigurationError, GlassboxError, NotFound, ValidationFailed
-from storage.models import TimelineCard
-from storage.runs import get_run
-from storage.status import RunSource, RunStatus
+
+if TYPE_CHECKING:  # the rest is imported where used: `--server` commands start in a blink
+    from services.backends import Services
+    from services.runs import CardListener
+    from services.settings import Settings
+    from storage.models import TimelineCard
 
 EXIT_OK, EXIT_RUN_NOT_COMPLETED, EXIT_REFUSED = 0, 1, 2
 
@@ -53,33 +50,105 @@ _STATUS_STYLE = {
 
 
 def _print_card(card: TimelineCard) -> None:
-    data = card.data
-    at = f"[dim]{card.video_ms / 1000:6.1f}s[/dim]"
-    label = escape(card.block_label or "")
-    if card.kind == "block":
-        if data.get("event") == "started":
-            err.print(f"{at} [bold]▶ {label}[/bold] [dim]({data.get('type')})[/dim]")
+    from api.records import card_record
+
+    print_card(card_record(card))
+
+
+def print_card(card: dict[str, Any], console: Console = err) -> None:
+    """One timeline card (its API record) as a line of progress."""
+    at = f"[dim]{(card.get('video_ms') or 0) / 1000:6.1f}s[/dim]"
+    label = escape(card.get("block_label") or "")
+    kind, status = card.get("kind"), card.get("status")
+    if kind == "block":
+        if card.get("event") == "started":
+            console.print(f"{at} [bold]▶ {label}[/bold] [dim]({card.get('type')})[/dim]")
         else:
-            style = "green" if card.status == "completed" else "red"
-            err.print(
-                f"{at} [{style}]■ {label} {card.status}[/{style}] [dim]{card.duration_ms} ms[/dim]"
+            style = "green" if status == "completed" else "red"
+            console.print(
+                f"{at} [{style}]■ {label} {status}[/{style}] "
+                f"[dim]{card.get('duration_ms')} ms[/dim]"
             )
-    elif card.kind == "action":
-        target = f" {escape(str(data['target']))}" if data.get("target") else ""
-        value = f" = {escape(str(data['value']))}" if data.get("value") else ""
-        if card.status == "failed":
-            err.print(
-                f"{at}   [red]✗ {data.get('verb')}{target}: {escape(str(data.get('error')))}[/red]"
-            )
+    elif kind == "action":
+        target = f" {escape(str(card['target']))}" if card.get("target") else ""
+        value = f" = {escape(str(card['value']))}" if card.get("value") else ""
+        verb = card.get("verb")
+        if status == "failed":
+            console.print(f"{at}   [red]✗ {verb}{target}: {escape(str(card.get('error')))}[/red]")
         else:
+            console.print(f"{at}   ✓ {verb}{target}{value} [dim]{card.get('duration_ms')} ms[/dim]")
+    elif kind == "thought":
+        console.print(f"{at}   [italic dim]{escape(str(card.get('text')))}[/italic dim]")
+    elif kind == "divergence":
+        console.print(f"{at}   [yellow]≠ {escape(str(card.get('expected') or ''))}[/yellow]")
+
+
+def _print_outcome(record: dict[str, Any]) -> int:
+    """The run's ending on stderr, its record on stdout with --json; the exit status."""
+    status = record["status"]
+    style = _STATUS_STYLE.get(status, "white")
+    reason = record.get("failure_reason")
+    err.print(f"[{style}]{status}[/{style}]" + (f": {escape(reason)}" if reason else ""))
+    if record.get("extracted_information") is not None:
+        extracted = json.dumps(record["extracted_information"], ensure_ascii=False)
+        err.print(f"extracted: {escape(extracted)}")
+    return EXIT_OK if status == "completed" else EXIT_RUN_NOT_COMPLETED
+
+
+def _follow(client: Client, run_id: str, *, cards: bool, console: Console = err) -> None:
+    """Until the run ends: its cards as they come (with `cards`), from the event stream."""
+    for event in client.events(run_id):
+        if event.event == "card" and cards:
+            print_card(event.data, console)
+
+
+def _remote_run(args: argparse.Namespace, server: str) -> int:
+    from services.workflows import workflow_document
+
+    document, file_names = workflow_document(Path(args.flow))
+    parameters = _parse_params(args.param or [])
+    with _client(args, server) as client:
+        for name in file_names:
+            value = parameters.get(name)
+            if isinstance(value, str) and not value.startswith("upl_"):
+                path = Path(value.removeprefix("@")).expanduser()
+                parameters[name] = client.upload(path, f"parameters.{name}")["id"]
+        run = client.create_run(document, parameters)
+        err.print(f"[bold]{escape(run['title'])}[/bold] [dim]{run['id']}[/dim] on {server}")
+        _follow(client, run["id"], cards=args.follow and not args.quiet)
+        record = client.get_run(run["id"])
+    code = _print_outcome(record)
+    _print_remote_location(server, record)
+    if args.json:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    return code
+
+
+def _print_remote_location(server: str, record: dict[str, Any]) -> None:
+    err.print(f"record: run {record['id']} at {server}/runs/{record['id']}")
+    artifacts = record.get("artifacts") or []
+    for artifact in artifacts:
+        if artifact["kind"] != "screenshot":
+            name = escape(artifact["name"])
             err.print(
-                f"{at}   ✓ {data.get('verb')}{target}{value} [dim]{card.duration_ms} ms[/dim]"
+                f"  [dim]{artifact['id']}[/dim] {artifact['kind']:9} {name} "
+                f"({artifact['size']} bytes)"
             )
-    elif card.kind == "thought":
-        err.print(f"{at}   [italic dim]{escape(str(data.get('text')))}[/italic dim]")
+    shots = sum(1 for a in artifacts if a["kind"] == "screenshot")
+    if shots:
+        err.print(f"  … and {shots} screenshots; `glassbox artifact ID -o FILE` writes one out")
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from api.records import run_record
+    from services.backends import open_services
+    from services.runs import RunOptions, inputs_for, queue_run, run_now, runner_env
+    from services.uploads import upload_local_files
+    from services.workflows import load_workflow_file
+    from storage.artifacts import list_artifacts
+    from storage.runs import get_run
+    from storage.status import RunSource, RunStatus
+
     workflow = load_workflow_file(Path(args.flow))
     overrides = _parse_params(args.param or [])
     services = open_services(settings)
@@ -101,17 +170,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await services.close()
     record = run_record(row, artifacts)
-    style = _STATUS_STYLE.get(status.value, "white")
-    err.print(
-        f"[{style}]{status.value}[/{style}]"
-        + (f": {escape(row.failure_reason)}" if row.failure_reason else "")
-    )
-    if row.extracted_information is not None:
-        err.print(f"extracted: {escape(json.dumps(row.extracted_information, ensure_ascii=False))}")
+    code = _print_outcome(record)
     _print_record_location(services, row.id, artifacts)
     if args.json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-    return EXIT_OK if status is RunStatus.completed else EXIT_RUN_NOT_COMPLETED
+    assert (code == EXIT_OK) == (status is RunStatus.completed)
+    return code
 
 
 def _print_record_location(services: Services, run_id: str, artifacts: list[Any]) -> None:
@@ -131,6 +195,9 @@ def _print_record_location(services: Services, run_id: str, artifacts: list[Any]
 
 
 async def _artifact(args: argparse.Namespace, settings: Settings) -> int:
+    from services.backends import open_services
+    from storage.artifacts import get_artifact
+
     services = open_services(settings)
     try:
         async with services.db.session() as session:
@@ -150,6 +217,102 @@ async def _artifact(args: argparse.Namespace, settings: Settings) -> int:
             fh.write(chunk)
     err.print(f"wrote {escape(str(target))} ({artifact.size} bytes, {artifact.content_type})")
     return EXIT_OK
+
+
+def _remote_artifact(args: argparse.Namespace, server: str) -> int:
+    with _client(args, server) as client:
+        artifact = client.get_artifact(args.id)
+        if args.output == "-":
+            out = sys.stdout.buffer
+            for chunk in client.artifact_chunks(args.id):
+                out.write(chunk)
+            out.flush()
+            return EXIT_OK
+        target = Path(args.output or Path(artifact["name"]).name)
+        with target.open("wb") as fh:
+            for chunk in client.artifact_chunks(args.id):
+                fh.write(chunk)
+    err.print(f"wrote {escape(str(target))} ({artifact['size']} bytes, {artifact['content_type']})")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace, server: str) -> Client:
+    return Client(server, args.api_key or os.environ.get("GLASSBOX_API_KEY") or None)
+
+
+def _runs(args: argparse.Namespace, server: str) -> int:
+    """`glassbox --server URL runs list|show|cancel|rerun|logs`."""
+    command = args.runs_command
+    with _client(args, server) as client:
+        if command == "list":
+            page = client.list_runs(status=args.status, q=args.q, limit=args.limit)
+            if args.json:
+                sys.stdout.write(json.dumps(page, ensure_ascii=False, indent=2) + "\n")
+                return EXIT_OK
+            for run in page["items"]:
+                sys.stdout.write(
+                    f"{run['id']}  {run['status']:<11} {run['created_at']}  {run['title']}\n"
+                )
+            return EXIT_OK
+        if command == "show":
+            record = client.get_run(args.id)
+            if args.json:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+            else:
+                _show(record)
+            return EXIT_OK
+        if command == "cancel":
+            try:
+                record = client.cancel_run(args.id)
+            except Conflict as exc:
+                err.print(f"[red]error:[/red] {escape(str(exc))}")
+                return EXIT_RUN_NOT_COMPLETED
+            err.print(f"{escape(args.id)}: {record['status']}")
+            if args.json:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+            return EXIT_OK
+        if command == "rerun":
+            run = client.rerun(args.id, _parse_params(args.param or []) or None)
+            err.print(f"[bold]{escape(run['title'])}[/bold] [dim]{run['id']}[/dim] on {server}")
+            if not args.follow:
+                if args.json:
+                    sys.stdout.write(json.dumps(run, ensure_ascii=False, indent=2) + "\n")
+                else:
+                    sys.stdout.write(run["id"] + "\n")
+                return EXIT_OK
+            _follow(client, run["id"], cards=True)
+            record = client.get_run(run["id"])
+            code = _print_outcome(record)
+            if args.json:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+            return code
+        # logs: the cards so far, or (--follow) every card until the run ends
+        out = Console(highlight=False, soft_wrap=True)
+        if args.follow:
+            _follow(client, args.id, cards=True, console=out)
+        else:
+            for card in client.timeline(args.id):
+                print_card(card, out)
+        record = client.get_run(args.id)
+        if record["status"] in TERMINAL:
+            style = _STATUS_STYLE.get(record["status"], "white")
+            out.print(f"[{style}]{record['status']}[/{style}]")
+        return EXIT_OK
+
+
+def _show(record: dict[str, Any]) -> None:
+    out = Console(highlight=False, soft_wrap=True)
+    out.print(f"[bold]{escape(record['title'])}[/bold] {record['id']}")
+    style = _STATUS_STYLE.get(record["status"], "white")
+    out.print(f"status: [{style}]{record['status']}[/{style}]  source: {record['source']}")
+    for name in ("created_at", "started_at", "finished_at", "failure_reason"):
+        if record.get(name):
+            out.print(f"{name}: {escape(str(record[name]))}")
+    if record.get("extracted_information") is not None:
+        extracted = json.dumps(record["extracted_information"], ensure_ascii=False)
+        out.print(f"extracted: {escape(extracted)}")
+    for artifact in record.get("artifacts") or []:
+        out.print(f"  {artifact['id']} {artifact['kind']:10} {escape(artifact['name'])}")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -210,6 +373,7 @@ async def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _apikey(args: argparse.Namespace, settings: Settings) -> int:
     from api.auth import cli_create, cli_list, cli_revoke
+    from services.backends import open_services
 
     services = open_services(settings)
     try:
@@ -231,6 +395,7 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.schedules import record
     from services import schedules
+    from services.backends import open_services
     from services.schedules import ScheduleSpec
 
     services = open_services(settings)
@@ -273,6 +438,8 @@ async def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import migrate
+
     database_url = settings.storage.resolved_database_url
     migrate.upgrade(database_url)
     err.print(f"database at the newest schema: {database_url}")
@@ -284,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="glassbox", description="Run browser workflows and keep a complete record."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="a remote Glassbox (e.g. http://host:8000) for run, artifact and runs "
+        "(default: GLASSBOX_SERVER)",
+    )
+    parser.add_argument("--api-key", metavar="KEY", help="its API key (default: GLASSBOX_API_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a workflow file in this process")
@@ -296,11 +470,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print the run record as JSON on stdout")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    run.add_argument(
+        "--follow",
+        action="store_true",
+        help="with --server: show the run's cards as they come (a local run always does)",
+    )
 
     artifact = sub.add_parser("artifact", help="write an artifact's bytes")
     artifact.add_argument("id", help="artifact id (art_…)")
     artifact.add_argument(
         "-o", "--output", help="file to write, or - for stdout (default: the artifact's name)"
+    )
+
+    runs = sub.add_parser("runs", help="runs on a remote Glassbox (--server URL)")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    listing = runs_sub.add_parser("list", help="runs, newest first")
+    listing.add_argument("--status", help="one status or several, comma-separated")
+    listing.add_argument("--q", help="text in the title or the run id")
+    listing.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    listing.add_argument("--json", action="store_true", help="the API's page as JSON")
+    show = runs_sub.add_parser("show", help="a run's record")
+    show.add_argument("id", help="run id (run_…)")
+    show.add_argument("--json", action="store_true", help="the run record as JSON")
+    cancel = runs_sub.add_parser("cancel", help="cancel a queued or running run")
+    cancel.add_argument("id", help="run id (run_…)")
+    cancel.add_argument("--json", action="store_true", help="the run record as JSON")
+    rerun = runs_sub.add_parser("rerun", help="run again with the same inputs")
+    rerun.add_argument("id", help="run id (run_…)")
+    rerun.add_argument("--param", action="append", metavar="NAME=VALUE", help="change a parameter")
+    rerun.add_argument(
+        "--follow", action="store_true", help="show its cards until it ends; exit as run does"
+    )
+    rerun.add_argument("--json", action="store_true", help="the new run's record as JSON")
+    logs = runs_sub.add_parser("logs", help="a run's timeline cards")
+    logs.add_argument("id", help="run id (run_…)")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing cards until the run ends"
     )
 
     serve = sub.add_parser("serve", help="the API and in-process workers")
@@ -357,6 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REMOTE_COMMANDS = frozenset({"run", "artifact", "runs"})
+"""What `--server URL` (or GLASSBOX_SERVER) sends to a remote Glassbox's REST API."""
+
+
+def _remote(args: argparse.Namespace, server: str) -> int:
+    if args.command == "run":
+        return _remote_run(args, server)
+    if args.command == "artifact":
+        return _remote_artifact(args, server)
+    return _runs(args, server)
+
+
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> None:
     """`glassbox ARGV…`; `settings` default to the environment's, loaded once here."""
     parser = build_parser()
@@ -366,9 +583,24 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> Non
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command == "schema":  # needs no settings, database or storage
+        from services.workflows import workflow_json_schema
+
         sys.stdout.write(json.dumps(workflow_json_schema(), indent=2, ensure_ascii=False) + "\n")
         raise SystemExit(EXIT_OK)
     try:
+        server = args.server or os.environ.get("GLASSBOX_SERVER") or None
+        if args.command in REMOTE_COMMANDS and server:
+            raise SystemExit(_remote(args, server))
+        if args.command == "runs":
+            raise ValidationFailed(
+                "--server", "glassbox runs talks to a server: give --server URL or GLASSBOX_SERVER"
+            )
+        if args.server:
+            raise ValidationFailed(
+                "--server", f"only {', '.join(sorted(REMOTE_COMMANDS))} talk to a server"
+            )
+        from services.settings import Settings
+
         settings = settings or Settings.load()
         if args.command == "run":
             code = asyncio.run(_run(args, settings))

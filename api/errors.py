@@ -8,8 +8,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match, Mount
 
 from storage.errors import (
     ConfigurationError,
@@ -28,7 +32,7 @@ STATUS_CODES: dict[type[GlassboxError], int] = {
     InvalidTransition: 409,
     RunNotFinished: 409,
     StateGone: 409,
-    WebhookNotConfigured: 422,
+    WebhookNotConfigured: 409,  # nothing to send to: the run's state, not the request's
     TriggerRefused: 401,
     ConfigurationError: 500,
 }
@@ -117,8 +121,35 @@ async def _shape(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's 405 names only the
+    methods of the first route whose path matched: GET /runs and POST /runs are two routes)."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+            if not isinstance(route, Mount)  # a mount matches whatever the method
+        )
+    ] or ["GET", "HEAD"]  # no route: a mount's static files, which are read-only
+
+
+async def _http(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors as FastAPI answers them, a 405 with the path's whole `Allow`."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        headers = {**(exc.headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        exc = StarletteHTTPException(405, exc.detail, headers=headers)
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
     for error, status_code in STATUS_CODES.items():
         app.add_exception_handler(error, _answer(status_code))
     app.add_exception_handler(ValidationFailed, _invalid)
     app.add_exception_handler(RequestValidationError, _shape)
+    app.add_exception_handler(StarletteHTTPException, _http)

@@ -104,10 +104,15 @@ async def run_events(
 async def events(
     run_id: str,
     request: Request,
-    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    last_event_id: str = Header(
+        default="",
+        alias="Last-Event-ID",
+        description="Resume after this card number (the `id` of the last event received)",
+        json_schema_extra={"pattern": r"^\s*(?:[0-9]{1,18}\s*)?$"},
+    ),
     after_seq: int = Query(default=0, ge=0, le=MAX_SEQ),
 ) -> Response:
-    if last_event_id is not None and last_event_id.strip():
+    if last_event_id.strip():
         if not _SEQ.match(last_event_id.strip()):
             return field_error(
                 "Last-Event-ID",

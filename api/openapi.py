@@ -35,7 +35,8 @@ CONFLICTS: dict[str, str] = {
     "runs-delete": "The run has not ended: cancel it first",
     "runs-continue": "The run has not ended, or kept no browser state (none, or dropped after "
     "GLASSBOX_CONTINUE_TTL_S)",
-    "runs-webhook-deliveries-send": "The run has not ended, or its webhook is not due",
+    "runs-webhook-deliveries-send": "The run has not ended, its webhook is not due, or it has no "
+    "webhook_url",
 }
 """Operations that answer 409, and when."""
 
@@ -142,6 +143,22 @@ def complete(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+SAVED_WORKFLOW: dict[str, Any] = {
+    "description": "A saved workflow keeps no secret's value: a secret parameter has no default.",
+    "properties": {
+        "parameters": {
+            "additionalProperties": {
+                "not": {
+                    "required": ["secret", "default"],
+                    "properties": {"secret": {"const": True}, "default": {"not": {"type": "null"}}},
+                }
+            }
+        }
+    },
+}
+"""What `services.workflows.checked_definition` adds to the format for a saved workflow."""
+
+
 def _add_workflow(components: dict[str, Any]) -> None:
     """The workflow format's schema as components, referenced where a request carries one."""
     workflow = workflow_json_schema()
@@ -152,13 +169,16 @@ def _add_workflow(components: dict[str, Any]) -> None:
         workflow.pop(key)
     components["Workflow"] = workflow
     _retarget(components)
-    typed = {"anyOf": [{"$ref": COMPONENTS + "Workflow"}, {"type": "null"}]}
-    for model, field in (("RunCreate", "workflow"), ("WorkflowCreate", "definition")):
+    typed = {"$ref": COMPONENTS + "Workflow"}
+    for model, field, workflow_schema in (
+        ("RunCreate", "workflow", typed),
+        ("WorkflowCreate", "definition", {"allOf": [typed, SAVED_WORKFLOW]}),
+    ):
         prop = components[model]["properties"][field]
         prop.pop("additionalProperties", None)
         prop.pop("anyOf", None)
         prop.pop("type", None)
-        prop.update(typed)
+        prop.update({"anyOf": [workflow_schema, {"type": "null"}]})
 
 
 def _retarget(value: Any) -> None:

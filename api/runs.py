@@ -20,9 +20,15 @@ from services.activity import run_activity
 from storage.artifacts import list_artifacts
 from storage.models import Run
 from storage.runs import RunFilter, follow_ups, get_run
+from storage.status import RunSource, RunStatus
 from storage.timeline import list_cards
 
 router = APIRouter(tags=["runs"])
+
+_ONE_STATUS = "|".join(s.value for s in RunStatus)
+_STATUSES = rf"^\s*(?:(?:{_ONE_STATUS})\s*)?(?:,\s*(?:(?:{_ONE_STATUS})\s*)?)*$"
+_SOURCE = rf"^(?:{'|'.join(s.value for s in RunSource)})?$"
+"""What `services.runs.list_runs` accepts, told in the schema (empty items are no filter)."""
 
 
 async def _record(session: Any, run: Run) -> dict[str, Any]:
@@ -40,11 +46,14 @@ async def create_run_endpoint(body: RunCreate, services: ServicesDep) -> dict[st
 @router.get("/runs", summary="List runs, newest first")
 async def list_runs(
     services: ServicesDep,
-    status: str | None = Query(
-        default=None, max_length=200, description="One status or several, comma-separated"
+    status: str = Query(
+        default="",
+        max_length=200,
+        description="One status or several, comma-separated",
+        json_schema_extra={"pattern": _STATUSES},
     ),
     workflow_id: str | None = Query(default=None, max_length=200),
-    source: str | None = Query(default=None, max_length=200),
+    source: str = Query(default="", max_length=200, json_schema_extra={"pattern": _SOURCE}),
     q: str | None = Query(
         default=None, max_length=500, description="Text in the title or the run id"
     ),
@@ -60,7 +69,7 @@ async def list_runs(
 ) -> dict[str, Any]:
     where = RunFilter(
         workflow_id=workflow_id,
-        source=source,
+        source=source or None,
         text=q,
         archived=archived,
         tag=tag,
@@ -68,7 +77,9 @@ async def list_runs(
         trigger_id=trigger_id,
         parent_run_id=parent_run_id,
     )
-    page = await runs.list_runs(services, status=status, where=where, limit=limit, cursor=cursor)
+    page = await runs.list_runs(
+        services, status=status or None, where=where, limit=limit, cursor=cursor
+    )
     return {
         "items": [public_record(r, []) for r in page.items],
         "next_cursor": page.next_cursor,

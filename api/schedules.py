@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.deps import ServicesDep
 from api.records import iso
+from api.schemas import Tags
 from services import schedules
 from services.backends import Services
 from services.schedules import ScheduleSpec
@@ -49,8 +50,8 @@ class ScheduleBody(BaseModel):
         default=None,
         description="After fire times were missed (nothing ran): skip them, or run once.",
     )
-    enabled: bool | None = None
-    tags: list[str] | None = Field(default=None, description="Tags of the runs it makes.")
+    enabled: StrictBool | None = None
+    tags: Tags | None = Field(default=None, description="Tags of the runs it makes.")
     metadata: dict[str, Any] | None = Field(
         default=None, description="Metadata of the runs it makes."
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from services.runs import RunOptions
+from services.runs import MAX_TAGS, TAG, RunOptions
 from storage.status import RunSource
 
 EXAMPLE_WORKFLOW: dict[str, Any] = {
@@ -56,6 +56,12 @@ def _header_value(value: str) -> str:
 
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, Field(max_length=8192), AfterValidator(_header_value)]
+Tags = Annotated[
+    list[Annotated[str, Field(json_schema_extra={"pattern": f"^{TAG.pattern}$"})]],
+    Field(json_schema_extra={"maxItems": MAX_TAGS}),
+]
+"""A request's tags as the schema tells them; `services.runs.check_tags` refuses others, naming
+the tag (pydantic's own checks would word the refusal differently)."""
 Params = Annotated[dict[Annotated[str, Field(max_length=200)], Any], Field(max_length=200)]
 
 
@@ -111,7 +117,7 @@ class RunCreate(BaseModel):
         Annotated[dict[HeaderName, HeaderValue], Field(max_length=MAX_HEADERS)] | None
     ) = None
     run_with: Literal["agent", "code"] = "agent"
-    tags: list[str] = Field(
+    tags: Tags = Field(
         default_factory=list, description="Labels to find the run by (`GET /runs?tag=`)."
     )
     metadata: dict[str, Any] | None = Field(

@@ -9,11 +9,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.datastructures import UploadFile
 
 from api.deps import ServicesDep
 from api.records import API_PREFIX, iso, public_record
+from api.schemas import Tags
 from api.uploads import FORM_OVERHEAD, BodyTooLarge, limited, too_large
 from services import triggers
 from services.triggers import MAX_FILES, CreatedTrigger, PostedFile
@@ -57,11 +58,11 @@ class TriggerCreate(BaseModel):
         "upload trigger, over the form's text fields (`payload`) and the file "
         "(`file.name`, `file.content_type`, `file.size`).",
     )
-    signed: bool = Field(
+    signed: StrictBool = Field(
         default=False,
         description="Calls must be signed (X-Glassbox-Signature); the secret is shown once.",
     )
-    tags: list[str] = Field(default_factory=list, description="Tags of the runs it starts.")
+    tags: Tags = Field(default_factory=list, description="Tags of the runs it starts.")
     metadata: dict[str, Any] | None = Field(
         default=None, description="Metadata of the runs it starts."
     )

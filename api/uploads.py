@@ -76,6 +76,7 @@ def too_large(limit: int) -> JSONResponse:
                         "type": "object",
                         "required": ["file"],
                         "properties": {"file": {"type": "string", "format": "binary"}},
+                        "additionalProperties": False,
                     }
                 }
             },
@@ -100,6 +101,9 @@ async def create_upload(request: Request, services: ServicesDep) -> Any:
         part = form.get("file")
         if not isinstance(part, UploadFile):
             raise ValidationFailed("file", "required: a file part named `file`")
+        unknown = [name for name in form if name != "file"]
+        if unknown:
+            raise ValidationFailed(unknown[0][:200], "unknown part: send only the part `file`")
         read: Callable[[int], bytes] = part.file.read
         upload = await store_upload(
             services, name=part.filename, content_type=part.content_type, read=read

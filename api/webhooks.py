@@ -76,8 +76,7 @@ async def list_webhook_deliveries(run_id: str, session: SessionDep) -> dict[str,
     summary="Send a finished run's record to its webhook again, now",
     responses={
         404: {"description": "No such run."},
-        409: {"description": "The run has not finished."},
-        422: {"description": "The run has no webhook_url."},
+        409: {"description": "The run has not finished, or has no webhook_url."},
     },
 )
 async def redeliver_webhook(run_id: str, dispatcher: DispatcherDep) -> dict[str, Any]:

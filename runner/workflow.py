@@ -16,7 +16,17 @@ from typing import Any, Literal, TypeAlias
 import jsonschema
 import yaml
 from jinja2 import TemplateError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from runner.sandbox import compiled as compiled_template
 from storage.errors import ValidationFailed
@@ -31,8 +41,25 @@ MAX_YAML_NODES = 100_000
 """How many values a YAML document may expand to, aliases counted each time they are used."""
 
 
+_NUMBERS = (int, float, int | None, float | None)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_max_length=MAX_TEXT_CHARS)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number as JSON has it (the schema's): lax pydantic would take "5" or true for 5."""
+        field = cls.model_fields.get(info.field_name or "")
+        if (
+            field is not None
+            and field.annotation in _NUMBERS
+            and isinstance(value, bool | str | bytes)
+        ):
+            kind = "integer" if field.annotation in _NUMBERS[::2] else "number"
+            raise ValueError(f"Input should be a valid {kind}, not a string or a boolean")
+        return value
 
 
 class Target(_Model):
@@ -42,7 +69,7 @@ class Target(_Model):
     role: str | None = None
     name: str | None = None
     text: str | None = None
-    exact: bool = False
+    exact: StrictBool = False
     nth: int | None = None
 
     @model_validator(mode="after")
@@ -69,7 +96,7 @@ class FillArgs(Target):
 class ClickArgs(Target):
     timeout_ms: int | None = Field(default=None, gt=0)
     button: Literal["left", "right", "middle"] = "left"
-    double: bool = False
+    double: StrictBool = False
 
 
 class PressArgs(Target):
@@ -97,7 +124,7 @@ class SelectArgs(Target):
 
 
 class CheckArgs(Target):
-    checked: bool = True
+    checked: StrictBool = True
     timeout_ms: int | None = Field(default=None, gt=0)
 
 
@@ -185,8 +212,8 @@ class Step(BaseModel):
 
 class ExtractField(_Model):
     selector: str
-    first: bool = False
-    all: bool = False
+    first: StrictBool = False
+    all: StrictBool = False
     as_: Literal["text", "number", "integer", "html"] = Field(default="text", alias="as")
     attribute: str | None = None
 
@@ -226,7 +253,7 @@ class RunWorkflowBlock(_Model):
     type: Literal["run_workflow"]
     workflow_id: str = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] = Field(default_factory=dict)
-    wait: bool = True
+    wait: StrictBool = True
 
 
 class GoalBlock(_Model):
@@ -238,6 +265,7 @@ class GoalBlock(_Model):
 
 
 Block: TypeAlias = ActionBlock | ExtractBlock | GoalBlock | RunWorkflowBlock
+_MAX_STEPS: TypeAdapter[int] = TypeAdapter(GoalBlock.model_fields["max_steps"].rebuild_annotation())
 BLOCK_TYPES: dict[str, type[_Model]] = {
     "action": ActionBlock,
     "extract": ExtractBlock,
@@ -262,9 +290,9 @@ ConcurrencyPolicy: TypeAlias = Literal["queue", "skip", "cancel_previous"]
 class Parameter(_Model):
     type: Literal["string", "number", "integer", "boolean", "file"] = "string"
     default: Any = None
-    secret: bool = False
+    secret: StrictBool = False
     description: str | None = None
-    required: bool | None = None
+    required: StrictBool | None = None
     # `type: file` only: what an uploaded file may be (".pdf", "application/pdf", "image/*")
     # and how large.
     accept: list[str] | None = None
@@ -390,6 +418,11 @@ def parse_workflow(raw: Any) -> Workflow:
     raw_blocks = data.pop("blocks", None)
     goal = data.pop("goal", None)
     max_steps = data.pop("max_steps", None)
+    if max_steps is not None:  # checked beside blocks too (the schema's type), where it is unused
+        try:
+            _MAX_STEPS.validate_python(max_steps)
+        except ValidationError as exc:
+            _raise_from("max_steps", exc)
     blocks: list[Block] = []
     if raw_blocks is not None:
         if not isinstance(raw_blocks, list):

@@ -47,8 +47,16 @@ _EXACTLY_ONE_WAY = {"oneOf": [_given(w) for w in _WAYS]}
 _AT_MOST_ONE_WAY = {
     "not": {"anyOf": [_given(a, b) for i, a in enumerate(_WAYS) for b in _WAYS[i + 1 :]]}
 }
+URL_PATTERN = r"^$|\{\{|^[Hh][Tt][Tt][Pp][Ss]?:"
+"""A URL saved in a workflow: http(s) (or the schemes GLASSBOX_URL_SCHEMES adds), or a template
+checked when a run renders it (`services.workflows` checks the others when it is saved)."""
+
 _SHORTHANDS: dict[str, dict[str, Any]] = {
-    "goto": {"type": "string", "description": "The URL alone: `goto: https://…`"},
+    "goto": {
+        "type": "string",
+        "pattern": URL_PATTERN,
+        "description": "The URL alone: `goto: https://…`",
+    },
     "wait": {"type": "number", "minimum": 0, "maximum": 30, "description": "Seconds alone"},
     "go_back": {"type": "null", "description": "No arguments: `- go_back:`"},
 }
@@ -143,9 +151,11 @@ def workflow_json_schema() -> dict[str, Any]:
         "items": {"$ref": REF.format(model="Step")},
         "description": "Deterministic steps, executed in order.",
     }
+    defs["GotoArgs"]["properties"]["url"]["pattern"] = URL_PATTERN
     goal = defs[GoalBlock.__name__]["properties"]
     root = defs.pop(Workflow.__name__)
     properties = root["properties"]
+    properties["url"]["anyOf"][0]["pattern"] = URL_PATTERN
     properties["blocks"] = {
         "type": "array",
         "minItems": 1,
@@ -163,12 +173,19 @@ def workflow_json_schema() -> dict[str, Any]:
             ],
         },
     }
+    # A field given as null is not given: null is allowed where the model treats it so.
     properties["goal"] = {
         **goal["goal"],
+        "type": ["string", "null"],
         "description": "An agent run: the workflow is one `goal` block with this goal "
         "(instead of `blocks`).",
     }
-    properties["max_steps"] = {**goal["max_steps"], "description": "With `goal`: its step limit."}
+    properties["blocks"]["type"] = ["array", "null"]
+    properties["max_steps"] = {  # checked beside `blocks` too, where it has no use
+        **goal["max_steps"],
+        "type": ["integer", "null"],
+        "description": "With `goal`: its step limit.",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -178,9 +195,9 @@ def workflow_json_schema() -> dict[str, Any]:
         "type": "object",
         "properties": properties,
         "additionalProperties": False,
-        "oneOf": [
-            {"required": ["blocks"], "not": {"required": ["goal"]}},
-            {"required": ["goal"], "not": {"required": ["blocks"]}},
+        "oneOf": [  # a field given as null is not given
+            {**_given("blocks"), "not": _given("goal")},
+            {**_given("goal"), "not": _given("blocks")},
         ],
         "$defs": dict(sorted(defs.items())),
     }

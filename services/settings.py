@@ -150,6 +150,8 @@ NOT_SETTINGS = frozenset(
         # Read by API clients, not by Glassbox: the reproduce snippets (api/reproduce.py) send
         # it as X-API-Key, and it is often exported in the shell that starts the service.
         "GLASSBOX_API_KEY",
+        # The remote Glassbox of `glassbox run|artifact|runs` (api/cli.py, like --server).
+        "GLASSBOX_SERVER",
         # The port of the demo shop of `make run` (examples/demo.py).
         "GLASSBOX_DEMO_PORT",
         # The PostgreSQL server the test suite creates its databases on (tests/storage).

@@ -3,6 +3,7 @@ defaults. The runner's parser is offered here under the names entry points use."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -170,3 +171,11 @@ def source_line(text: str, field: str) -> int | None:
             break
         node = found
     return line
+
+
+def workflow_document(path: Path) -> tuple[dict[str, Any], list[str]]:
+    """A workflow file as written (YAML or JSON), checked like `load_workflow_file`, and the
+    names of its file parameters: what `glassbox --server URL run` sends to the server."""
+    workflow = load_workflow_file(path)
+    document: dict[str, Any] = load_document(path.read_text(encoding="utf-8"), source=str(path))
+    return document, list(workflow.file_names)

@@ -62,7 +62,7 @@ SETTINGS_CLASSES: list[tuple[str, str, type[BaseSettings]]] = [
 # Read from the environment directly, not through a settings class (also in tests/test_docker.py).
 READ_DIRECTLY = {"GLASSBOX_DEMO_PORT": "examples/demo.py"}
 # Not a Glassbox setting: the variable the `reproduce` snippets read the caller's key from.
-CLIENT_SIDE = {"GLASSBOX_API_KEY": "api/reproduce.py"}
+CLIENT_SIDE = {"GLASSBOX_API_KEY": "api/reproduce.py", "GLASSBOX_SERVER": "api/cli.py"}
 # Read by the test suite only (not documented for users).
 TEST_ONLY = {"GLASSBOX_TEST_POSTGRES_URL": "tests/storage/conftest.py"}
 

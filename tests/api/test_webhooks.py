@@ -681,7 +681,7 @@ async def test_endpoint_errors(
 
     bare = await finished_run(db, None)
     refused = await api("POST", bare)
-    assert refused.status_code == 422 and "webhook_url" in refused.json()["detail"]
+    assert refused.status_code == 409 and "webhook_url" in refused.json()["detail"]
 
     empty = await api("GET", bare)
     assert empty.status_code == 200

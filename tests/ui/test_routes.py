@@ -47,7 +47,8 @@ def test_pages_assets_and_trace_viewer() -> None:
         assert trace_viewer_dir() is not None
         viewer = http.get("/trace-viewer/index.html")
         assert viewer.status_code == 200 and "<html" in viewer.text.lower()
-        assert http.post("/trace-viewer/index.html").status_code == 405  # read-only
+        refused = http.post("/trace-viewer/index.html")  # read-only, and says so
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
 
 
 def test_without_playwrights_viewer_the_mount_is_absent(
