@@ -21,12 +21,11 @@ from storage.frames import get_live_frame
 from storage.notify import RUN
 from storage.runs import get_run
 from storage.status import TERMINAL_STATUSES, RunStatus
-from storage.timeline import list_cards
+from storage.timeline import MAX_SEQ, list_cards
 
 router = APIRouter(tags=["live"])
 
 POLL_S = 1.0
-MAX_SEQ = 10**18
 _SEQ = re.compile(r"^[0-9]{1,18}$", re.ASCII)
 KEEPALIVE_S = 15.0
 
@@ -119,7 +118,8 @@ async def events(
                 "expected a card number (digits 0-9, at most 18)",
                 prefix=("header",),
             )
-        after_seq = max(after_seq, int(last_event_id.strip()))
+        # A number past the last possible card resumes after every card there can be.
+        after_seq = max(after_seq, min(int(last_event_id.strip()), MAX_SEQ))
     services: Services = request.app.state.services
     async with services.db.session() as session:
         await get_run(session=session, run_id=run_id)  # 404 before the stream starts

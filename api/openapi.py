@@ -9,6 +9,7 @@ parameters. What only a route knows (a 409) is in `CONFLICTS`.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -170,8 +171,12 @@ def _add_workflow(components: dict[str, Any]) -> None:
     components["Workflow"] = workflow
     _retarget(components)
     typed = {"$ref": COMPONENTS + "Workflow"}
+    blocks = copy.deepcopy(workflow["properties"]["blocks"])
+    blocks.pop("default", None)
     for model, field, workflow_schema in (
         ("RunCreate", "workflow", typed),
+        ("RunContinue", "workflow", typed),
+        ("RunContinue", "blocks", blocks),
         ("WorkflowCreate", "definition", {"allOf": [typed, SAVED_WORKFLOW]}),
     ):
         prop = components[model]["properties"][field]

@@ -21,7 +21,7 @@ from storage.artifacts import list_artifacts
 from storage.models import Run
 from storage.runs import RunFilter, follow_ups, get_run
 from storage.status import RunSource, RunStatus
-from storage.timeline import list_cards
+from storage.timeline import MAX_SEQ, list_cards
 
 router = APIRouter(tags=["runs"])
 
@@ -115,7 +115,7 @@ async def follow_ups_endpoint(run_id: str, session: SessionDep) -> dict[str, Any
 
 @router.get("/runs/{run_id}/timeline", summary="A run's cards, in order")
 async def timeline(
-    run_id: str, session: SessionDep, after_seq: int = Query(default=0, ge=0, le=10**18)
+    run_id: str, session: SessionDep, after_seq: int = Query(default=0, ge=0, le=MAX_SEQ)
 ) -> dict[str, Any]:
     await get_run(session=session, run_id=run_id)
     cards = await list_cards(session=session, run_id=run_id, after_seq=after_seq)

@@ -171,7 +171,10 @@ class RunContinue(BaseModel):
         default=None, max_length=200, description="Blocks, run as a workflow of the run's URL."
     )
     goal: str | None = Field(
-        default=None, max_length=20_000, description="A goal for the agent (one goal block)."
+        default=None,
+        min_length=1,
+        max_length=20_000,
+        description="A goal for the agent (one goal block).",
     )
     parameters: Params = Field(default_factory=dict)
     title: str | None = Field(default=None, max_length=500)

@@ -477,7 +477,11 @@ async def continue_run(
     """A new run that starts where `run_id` ended: in its browser state (cookies, local
     storage) on its final page, running `workflow`, or `blocks`, or a `goal`. The state is
     handed over sealed; the parent keeps it until GLASSBOX_CONTINUE_TTL_S after its end."""
-    given = [name for name, v in (("workflow", workflow), ("blocks", blocks), ("goal", goal)) if v]
+    given = [
+        name
+        for name, v in (("workflow", workflow), ("blocks", blocks), ("goal", goal))
+        if v is not None
+    ]
     if len(given) != 1:
         raise ValidationFailed("workflow", "give exactly one of workflow, blocks or goal")
     async with services.db.session() as session:

@@ -12,6 +12,8 @@ from storage.ids import new_id
 from storage.models import TimelineCard, utcnow
 from storage.status import CardKind
 
+MAX_SEQ = 2**31 - 1  # a card number is a 32-bit integer in the database
+
 
 async def next_seq(*, session: AsyncSession, run_id: str) -> int:
     """The seq after the run's last card (for cards added after the run ended)."""

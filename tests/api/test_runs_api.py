@@ -387,6 +387,21 @@ def test_a_forged_cursor_is_refused_not_a_server_error(service: Service) -> None
     assert not bad, f"forged cursors answered with: {bad}"
 
 
+def test_card_numbers_past_the_database_s_range_are_refused_not_a_server_error(
+    service: Service, site: SiteServer
+) -> None:
+    """A card number is a 32-bit integer in the database: a larger `after_seq` (PostgreSQL
+    answered 500 to one) is a 422 naming it; the largest one is an empty page."""
+    with httpx.Client(base_url=service.api, timeout=30) as http:
+        run = create_run(http, visit_workflow(site))
+        for path in ("timeline", "events"):
+            answer = http.get(f"/runs/{run['id']}/{path}", params={"after_seq": 8929165357425})
+            assert answer.status_code == 422, answer.text
+            assert error_fields(answer) == ["after_seq"], answer.text
+        last = http.get(f"/runs/{run['id']}/timeline", params={"after_seq": 2**31 - 1})
+        assert last.status_code == 200 and last.json()["items"] == [], last.text
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 
