@@ -5,8 +5,9 @@ from stalling or exhausting the process that renders them:
 
 - No other templates: `include`, `import` and `extends` are refused when the template is parsed.
 - Time: a Python thread cannot be killed, so the template stops itself. While it renders, a trace
-  function watches only the template's own frames and raises once the deadline has passed (every
-  loop iteration executes a traced line); calls, filters and `range` check the deadline too.
+  function watches only the template's own frames and raises once its thread has spent the budget
+  of CPU time (every loop iteration executes a traced line); calls, filters and `range` check
+  the deadline too.
 - Size: no operator, filter, method or global makes a string or list longer than the budget
   (checked before the allocation where the size is known in advance: `*`, `**`, widths,
   `range`); macro and block buffers, `~` and namespaces are bounded the same way; the output is
@@ -64,7 +65,7 @@ class _Budget:
     timeout_s: float
 
     def check_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise TemplateBudgetExceeded(
                 f"took longer than {self.timeout_s:g} s (GLASSBOX_TEMPLATE_TIMEOUT_S)"
             )
@@ -86,7 +87,7 @@ def _budget() -> _Budget:
     budget = _BUDGET.get()
     if budget is None:  # rendering outside `render` (never in Glassbox): the defaults
         limits = TemplateLimits()
-        budget = _Budget(time.monotonic() + limits.timeout_s, limits.max_bytes, limits.timeout_s)
+        budget = _Budget(time.thread_time() + limits.timeout_s, limits.max_bytes, limits.timeout_s)
     return budget
 
 
@@ -290,7 +291,9 @@ def compiled(template: str) -> Template:
 def render(template: str, scope: dict[str, Any], limits: TemplateLimits) -> str:
     """`template` rendered within `limits`; raises TemplateError (budget included), or another
     exception the template's own operations raised (ZeroDivisionError, RecursionError…)."""
-    start = time.monotonic()
+    # CPU time of this thread, not wall time: a busy machine (or other threads holding the
+    # GIL) must not fail a template that does little.
+    start = time.thread_time()
     budget = _Budget(start + limits.timeout_s, limits.max_bytes, limits.timeout_s)
     token = _BUDGET.set(budget)
     previous = sys.gettrace()

@@ -112,7 +112,7 @@ class RunnerSettings(BaseSettings):
         default=2.0,
         gt=0,
         le=60,
-        description="Time budget of rendering one workflow's templates (refused beyond it).",
+        description="CPU-time budget of rendering one template of a workflow (refused beyond it).",
     )
     template_max_bytes: int = Field(
         default=1_000_000,
