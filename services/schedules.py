@@ -31,6 +31,9 @@ CATCH_UP = ("skip", "run_once")
 MIN_INTERVAL_S = 1
 MAX_INTERVAL_S = 366 * 86_400
 ONCE_GRACE = timedelta(seconds=60)
+# A fire time at most this late is fired (a process that was busy, not down), whatever
+# `catch_up` says; those that went by meanwhile are folded into its run (counted skipped).
+LATE_GRACE = ONCE_GRACE
 """A one-time schedule found this late (the service was down) counts as missed."""
 
 
@@ -253,13 +256,14 @@ def _plan(schedule: Schedule, now: datetime) -> tuple[bool, datetime | None, int
     following = next_fire(schedule, due)
     if following is None or following > now:
         return True, following, 0  # on time (or a little late): this fire time, then the next
-    # More than one fire time went by while nothing fired them.
+    # More than one fire time went by since this one.
     behind = 1
     while following is not None and following <= now and behind < 100_000:
         following = next_fire(schedule, following)
         behind += 1
     upcoming = next_fire(schedule, now)
-    if schedule.catch_up == "run_once":
+    if now - due <= LATE_GRACE or schedule.catch_up == "run_once":
+        # Late by a busy process (not down), or caught up by policy: one run for them all.
         return True, upcoming, behind - 1
     return False, upcoming, behind
 

@@ -157,6 +157,22 @@ async def test_missed_fire_times_are_skipped_or_run_once_by_policy(
     assert len(await runs_of(a, once.id)) == 1
 
 
+async def test_a_fire_time_a_few_seconds_late_runs_once_and_is_not_skipped(
+    two: tuple[Services, Services],
+) -> None:
+    """A busy process fires late, it was not down: a 1 s schedule 5 s behind makes one run
+    (the fire times that went by meanwhile are folded into it), even with catch_up: skip."""
+    a, _ = two
+    saved = await save_workflow(a, WORKFLOW)
+    late = await schedules.create_schedule(a, saved.id, ScheduleSpec(interval_s=1))
+    await set_next(a, late.id, utcnow() - timedelta(seconds=5))
+    await schedules.fire_due(a)
+    assert len(await runs_of(a, late.id)) == 1
+    stored = await schedules.get_schedule(a, late.id)
+    assert stored.next_fire_at is not None and stored.next_fire_at > utcnow() - timedelta(seconds=1)
+    assert 4 <= stored.skipped <= 6, stored.skipped
+
+
 async def test_cron_in_a_time_zone_disable_and_enable(two: tuple[Services, Services]) -> None:
     a, _ = two
     saved = await save_workflow(a, WORKFLOW)
